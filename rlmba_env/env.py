@@ -1,0 +1,411 @@
+"""MultimodalALEnv: one pool-based multimodal active-learning campaign as a Gymnasium env."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlmba_env.data.dataset import MultimodalDataset
+from rlmba_env.learner.trainer import EvidentialLearner, LearnerConfig
+from rlmba_env.protocols import Protocol
+from rlmba_env.round import (
+    STATE_CLIP,
+    RoundResult,
+    candidate_columns,
+    evaluate_round,
+    state_entries,
+)
+from rlmba_env.selection.diversity import standardise
+
+REWARDS = ("gain", "absolute")
+
+
+class MultimodalALEnv(gym.Env):
+    """
+    ## Description
+
+    One episode is one labeling campaign on a multimodal dataset, following RL-MBA
+    ("Label What Matters: Modality-Balanced and Difficulty-Aware Multimodal Active
+    Learning", arXiv 2603.25107). The episode starts with ``protocol.initial_labels`` random
+    pool rows labeled. Every round an evidential multimodal classifier is trained on the
+    labeled rows, the modality weights are rebalanced (AMCB), every unlabeled pool row is
+    scored by ``q(x) = sum_m w_m minmax(u_m(x)) + beta minmax(d(x))`` (EFDA uncertainty plus
+    k-means diversity), and the ``kappa * b`` best rows form the candidate set. The agent
+    picks ``b = protocol.per_round`` of them, one per step; after the b-th pick they are
+    labeled, the classifier is retrained and the round's reward is paid.
+
+    ## Action Space
+
+    ``Discrete(K)`` with ``K = kappa * per_round``: the position of a candidate in the current
+    candidate set. A candidate already picked this round, or a padding slot when fewer than
+    K unlabeled rows are left, is masked; picking it raises ``ValueError``. The mask is in
+    ``obs["action_mask"]``, ``info["action_mask"]`` and ``env.action_masks()`` (for
+    sb3-contrib's ``MaskablePPO``).
+
+    ## Observation Space
+
+    A ``Dict`` with three entries; it depends on the number of modalities M but not on feature
+    dimensions or class count, so a policy transfers across datasets with the same M.
+
+    ``candidates``: ``Box(0, 1, (K, 2M + 7), float32)``, one row per candidate (padding rows 0):
+
+    | column                  | meaning                                                        |
+    |-------------------------|----------------------------------------------------------------|
+    | ``uncertainty_<m>``     | evidential uncertainty u_m = K_classes / S_m of modality m     |
+    | ``belief_<m>``          | largest belief mass of modality m                              |
+    | ``fused_uncertainty``   | EFDA U(x) of the fused opinion, divided by its maximum         |
+    | ``conflict``            | Dempster-Shafer conflict between modalities (mean over pairs)  |
+    | ``disagreement``        | total-variation distance between modalities' predictions      |
+    | ``diversity``           | distance to the nearest k-means centre / largest such distance |
+    | ``coverage``            | share of the candidate's cluster labeled or picked this round  |
+    | ``score``               | q(x) / max q over the pool                                     |
+    | ``picked``              | 1 if picked this round                                         |
+
+    ``state``: ``Box(-10, 10, (6 + 3M + 4,), float32)``:
+
+    | entry                                   | meaning                                          |
+    |-----------------------------------------|--------------------------------------------------|
+    | ``round_fraction``                      | rounds done / rounds                             |
+    | ``picks_left``                          | picks left this round / per_round                |
+    | ``val_top1``, ``val_nll``, ``val_ece``  | fused model on the validation split              |
+    | ``balance``                             | modality balance in [0, 1] (1 = equal shares)    |
+    | ``gap_<m>``                             | val top-1 of modality m minus fused val top-1    |
+    | ``weight_<m>``                          | AMCB modality weight                             |
+    | ``contribution_<m>``                    | Shapley contribution of m to fused val top-1     |
+    | ``mean_fused_uncertainty``              | mean normalised U over the unlabeled pool        |
+    | ``mean_diversity``                      | mean normalised d over the unlabeled pool        |
+    | ``loss_slope``                          | relative change of the last training loss        |
+    | ``log_grad_norm``                       | log(1 + gradient norm) at the end of training    |
+
+    ``action_mask``: ``MultiBinary(K)``, 1 where a pick is allowed.
+
+    ## Rewards
+
+    Paid at the end of each round (0 for the other picks), from the fused model on ``val``:
+
+    - ``"gain"`` (default): ``top1_t - top1_{t-1} + balance_weight * balance_t``.
+    - ``"absolute"``: ``top1_t``.
+
+    ``info`` carries every term (``reward_terms``) and the test-split metrics.
+
+    ## Starting State
+
+    ``initial_labels`` rows drawn uniformly from the pool with the env's RNG, a classifier
+    trained on them from a seeded initialisation, equal modality weights before AMCB.
+
+    ## Episode End
+
+    ``terminated`` after the ``rounds``-th round, when ``initial_labels + rounds * per_round``
+    rows are labeled. Never truncated by the env itself.
+
+    ## Arguments
+
+    - ``dataset``: a :class:`~rlmba_env.data.MultimodalDataset`.
+    - ``protocol``: a :class:`~rlmba_env.protocols.Protocol` or a dict with its fields.
+    - ``learner``: a :class:`~rlmba_env.learner.LearnerConfig` or a dict of its fields.
+    - ``reward``: ``"gain"`` or ``"absolute"``.
+    - ``balance_weight``: lambda of the ``gain`` reward.
+    - ``kappa``: candidate set size as a multiple of ``per_round``.
+    - ``beta``: weight of diversity in q.
+    - ``tau``, ``epsilon``: AMCB softmax temperature and weight floor.
+    - ``kmeans_iterations``: Lloyd iterations after k-means++ seeding.
+    - ``device``: torch device of the classifier and all round computations.
+    - ``render_mode``: ``None`` or ``"ansi"``.
+
+    ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
+    rows from the whole unlabeled pool (classic strategies, human-in-the-loop labeling).
+
+    ## Version History
+
+    - v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        dataset: MultimodalDataset,
+        protocol: Protocol | dict,
+        learner: LearnerConfig | dict | None = None,
+        reward: str = "gain",
+        balance_weight: float = 0.1,
+        kappa: int = 5,
+        beta: float = 1.0,
+        tau: float = 0.1,
+        epsilon: float = 0.05,
+        kmeans_iterations: int = 5,
+        device: str | torch.device = "cpu",
+        render_mode: str | None = None,
+    ):
+        if not isinstance(dataset, MultimodalDataset):
+            raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
+        self.protocol = Protocol(**protocol) if isinstance(protocol, dict) else protocol
+        self.protocol.check_pool(len(dataset.splits["pool"]), dataset.name)
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if not isinstance(kappa, int) or kappa < 1:
+            raise ValueError(f"kappa must be a positive integer, got {kappa!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}")
+        self.dataset = dataset
+        self.learner_config = LearnerConfig(**learner) if isinstance(learner, dict) else (learner or LearnerConfig())
+        self.reward_type = reward
+        self.balance_weight = float(balance_weight)
+        self.kappa, self.beta, self.tau, self.epsilon = kappa, float(beta), float(tau), float(epsilon)
+        self.kmeans_iterations = int(kmeans_iterations)
+        self.device = torch.device(device)
+        self.render_mode = render_mode
+
+        self.modalities = dataset.modalities
+        self.budget = self.protocol.per_round
+        self.n_candidates = kappa * self.budget
+        # The whole dataset lives on the device once; rounds index into it.
+        self._features = {
+            m: torch.as_tensor(x, device=self.device).float() for m, x in dataset.features.items()
+        }
+        self._diversity_features = {m: standardise(x) for m, x in self._features.items()}
+        self._labels = torch.as_tensor(dataset.labels, device=self.device)
+        self._pool = np.asarray(dataset.splits["pool"])
+        self._val_rows = torch.as_tensor(dataset.splits["val"], device=self.device)
+        self._test_rows = torch.as_tensor(dataset.splits["test"], device=self.device)
+        self.learner = EvidentialLearner(
+            dataset.feature_dims, dataset.n_classes, self.learner_config, self.device
+        )
+
+        n_mod = len(self.modalities)
+        self.candidate_columns = candidate_columns(self.modalities)
+        self.state_entries = state_entries(self.modalities)
+        self.observation_space = spaces.Dict(
+            {
+                "candidates": spaces.Box(0.0, 1.0, (self.n_candidates, len(self.candidate_columns)), np.float32),
+                "state": spaces.Box(-STATE_CLIP, STATE_CLIP, (len(self.state_entries),), np.float32),
+                "action_mask": spaces.MultiBinary(self.n_candidates),
+            }
+        )
+        assert len(self.candidate_columns) == 2 * n_mod + 7
+        self.action_space = spaces.Discrete(self.n_candidates)
+
+        self._labeled: np.ndarray | None = None
+        self._round = 0
+        self._picks: list[int] = []
+        self._result: RoundResult | None = None
+        self._weights = torch.full((n_mod,), 1.0 / n_mod, device=self.device)
+        self.last_timings: dict[str, float] = {}
+
+    # -- Gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        initial = self.np_random.choice(self._pool, self.protocol.initial_labels, replace=False)
+        self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
+        self._labeled[initial] = True
+        self._round = 0
+        self._picks = []
+        self._weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.device)
+        self.learner.reset(self._draw_seed())
+        self._train_and_score()
+        return self._get_obs(), self._get_info(reward_terms={})
+
+    def step(self, action):
+        self._require_running()
+        pos = self._check_action(action)
+        self._picks.append(pos)
+        if len(self._picks) < self.budget:
+            return self._get_obs(), 0.0, False, False, self._get_info(reward_terms={})
+        rows = self._result.candidates[self._picks].cpu().numpy()
+        return self._close_round(rows)
+
+    def label(self, rows: Sequence[int]):
+        """Close the current round by labeling ``rows`` (dataset row indices) chosen outside the env.
+
+        ``rows`` must be ``per_round`` distinct, unlabeled pool rows, and no pick may be pending
+        this round. Returns the same 5-tuple as :meth:`step` for the round's last pick.
+        """
+        self._require_running()
+        if self._picks:
+            raise RuntimeError(
+                f"{len(self._picks)} candidate(s) already picked this round through step(); "
+                f"finish the round with step() before calling label()"
+            )
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError(f"rows must be a 1-D sequence of integer row indices, got {rows.dtype} {rows.shape}")
+        if rows.size != self.budget:
+            raise ValueError(f"label() needs exactly per_round={self.budget} rows, got {rows.size}")
+        if np.unique(rows).size != rows.size:
+            raise ValueError("label() got the same row more than once")
+        in_pool = np.isin(rows, self._pool)
+        if not in_pool.all():
+            raise ValueError(f"row {int(rows[~in_pool][0])} is not in the dataset's pool split")
+        already = self._labeled[rows]
+        if already.any():
+            raise ValueError(f"row {int(rows[already][0])} is already labeled")
+        return self._close_round(rows)
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask of allowed picks, as sb3-contrib's ``MaskablePPO`` expects."""
+        return self._action_mask().astype(bool)
+
+    def render(self):
+        if self.render_mode != "ansi":
+            return None
+        r = self._result
+        lines = [
+            f"{self.dataset.name}: round {self._round}/{self.protocol.rounds}, "
+            f"{int(self._labeled.sum())} labeled, picks {len(self._picks)}/{self.budget}",
+            f"  val top-1 {r.val.top1:.3f} (" + ", ".join(f"{m} {v:.3f}" for m, v in r.val.top1_modality.items())
+            + f"), test top-1 {r.test.top1:.3f}",
+            "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(self.modalities, r.weights.tolist()))
+            + "; contributions " + ", ".join(f"{m} {c:+.3f}" for m, c in r.contributions.items())
+            + f"; balance {r.balance:.2f}",
+        ]
+        encoders = self.dataset.meta.get("encoders")
+        if encoders:
+            lines.append("  encoders " + ", ".join(f"{m}: {e}" for m, e in encoders.items()))
+        return "\n".join(lines)
+
+    # -- round mechanics ----------------------------------------------------------------------
+    def _draw_seed(self) -> int:
+        return int(self.np_random.integers(2**31 - 1))
+
+    def _labeled_rows(self) -> torch.Tensor:
+        return torch.as_tensor(np.flatnonzero(self._labeled), device=self.device)
+
+    def _train_and_score(self) -> None:
+        t0 = time.perf_counter()
+        labeled = self._labeled_rows()
+        fit = self.learner.fit(self._features, self._labels, labeled, self._weights, self._draw_seed())
+        t1 = time.perf_counter()
+        unlabeled = torch.as_tensor(self._pool[~self._labeled[self._pool]], device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(self._draw_seed())
+        self._result = evaluate_round(
+            self.learner, self._features, self._diversity_features, self._labels,
+            self._val_rows, self._test_rows, unlabeled, labeled, self._weights, fit,
+            self.budget, self.n_candidates, self.beta, self.tau, self.epsilon,
+            self.kmeans_iterations, generator,
+        )
+        self._weights = self._result.weights
+        self.last_timings = {"train_s": t1 - t0, "score_s": time.perf_counter() - t1}
+
+    def _close_round(self, rows: np.ndarray):
+        before = self._result.val.top1
+        self._labeled[rows] = True
+        self._round += 1
+        self._picks = []
+        self._train_and_score()
+        r = self._result
+        if self.reward_type == "gain":
+            terms = {"top1_gain": r.val.top1 - before, "balance": r.balance,
+                     "balance_weight": self.balance_weight}
+            reward = terms["top1_gain"] + self.balance_weight * r.balance
+        else:
+            terms = {"top1": r.val.top1}
+            reward = r.val.top1
+        terminated = self._round >= self.protocol.rounds
+        return self._get_obs(), float(reward), terminated, False, self._get_info(terms, rows)
+
+    def _require_running(self) -> None:
+        if self._result is None:
+            raise RuntimeError("call reset() before step() or label()")
+        if self._round >= self.protocol.rounds:
+            raise RuntimeError(
+                f"the episode ended after round {self.protocol.rounds} "
+                f"({int(self._labeled.sum())} labels); call reset() to start another"
+            )
+
+    def _check_action(self, action) -> int:
+        a = np.asarray(action)
+        if a.size != 1 or not (np.issubdtype(a.dtype, np.integer) or
+                               (np.issubdtype(a.dtype, np.floating) and float(a) == int(a))):
+            raise ValueError(f"action must be one integer candidate position, got {action!r}")
+        pos = int(a.reshape(()))
+        if not 0 <= pos < self.n_candidates:
+            raise ValueError(f"action {pos} is out of range: candidates are 0..{self.n_candidates - 1}")
+        if pos in self._picks:
+            raise ValueError(
+                f"candidate {pos} was already picked this round (mask it: obs['action_mask'][{pos}] == 0)"
+            )
+        if pos >= self._result.candidates.shape[0]:
+            raise ValueError(
+                f"candidate {pos} is a padding slot: only {self._result.candidates.shape[0]} "
+                f"unlabeled rows are left (obs['action_mask'][{pos}] == 0)"
+            )
+        return pos
+
+    # -- observation and info -----------------------------------------------------------------
+    def _action_mask(self) -> np.ndarray:
+        mask = np.zeros(self.n_candidates, dtype=np.int8)
+        mask[: self._result.candidates.shape[0]] = 1
+        mask[self._picks] = 0
+        return mask
+
+    def _get_obs(self) -> dict[str, np.ndarray]:
+        r = self._result
+        n = r.candidates.shape[0]
+        feats = r.candidate_features.clone()
+        cols = self.candidate_columns
+        if self._picks:
+            picked = torch.as_tensor(self._picks, device=self.device)
+            feats[picked, cols.index("picked")] = 1.0
+            picked_per_cluster = torch.bincount(r.candidate_cluster[picked], minlength=r.cluster_size.shape[0])
+        else:
+            picked_per_cluster = torch.zeros_like(r.cluster_size)
+        covered = r.cluster_labeled + picked_per_cluster
+        coverage = covered / (r.cluster_labeled + r.cluster_size).clamp_min(1)
+        feats[:, cols.index("coverage")] = coverage[r.candidate_cluster].clamp(0, 1)
+        candidates = np.zeros((self.n_candidates, len(cols)), dtype=np.float32)
+        candidates[:n] = feats.cpu().numpy()
+        state = r.state.cpu().numpy().copy()
+        state[0] = self._round / self.protocol.rounds
+        state[1] = (self.budget - len(self._picks)) / self.budget
+        return {"candidates": candidates, "state": state, "action_mask": self._action_mask()}
+
+    def _get_info(self, reward_terms: dict[str, float], labeled_rows: np.ndarray | None = None) -> dict[str, Any]:
+        r = self._result
+        info = {
+            "round": self._round,
+            "labeled": int(self._labeled.sum()),
+            "action_mask": self._action_mask(),
+            "candidate_rows": r.candidates.cpu().numpy().copy(),
+            "top1": r.val.top1,
+            "nll": r.val.nll,
+            "ece": r.val.ece,
+            "balance": r.balance,
+            "test_top1": r.test.top1,
+            "reward_terms": dict(reward_terms),
+        }
+        for m in self.modalities:
+            info[f"top1_{m}"] = r.val.top1_modality[m]
+            info[f"test_top1_{m}"] = r.test.top1_modality[m]
+            info[f"contribution_{m}"] = r.contributions[m]
+        for m, w in zip(self.modalities, r.weights.tolist()):
+            info[f"weight_{m}"] = w
+        if labeled_rows is not None:
+            info["labeled_rows"] = np.array(labeled_rows)
+        return info
+
+    @property
+    def labeled_rows(self) -> np.ndarray:
+        """Dataset rows labeled so far in this episode."""
+        return np.flatnonzero(self._labeled)
+
+    def describe(self) -> dict[str, Any]:
+        """The env's configuration, for logging as hyperparameters."""
+        return {
+            "dataset": self.dataset.name,
+            "protocol": asdict(self.protocol),
+            "learner": asdict(self.learner_config),
+            "reward": self.reward_type,
+            "balance_weight": self.balance_weight,
+            "kappa": self.kappa,
+            "beta": self.beta,
+            "tau": self.tau,
+            "epsilon": self.epsilon,
+            "device": str(self.device),
+        }

@@ -1,0 +1,102 @@
+"""Factories behind the registered env ids: each builds a dataset and a protocol, then the env.
+
+Protocol fields (``initial_labels``, ``per_round``, ``rounds``) are accepted as keyword
+arguments by every id and override the dataset's default protocol; every other keyword goes
+to :class:`~rlmba_env.env.MultimodalALEnv`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from rlmba_env.data.cache import default_data_root, is_cache, load_dataset
+from rlmba_env.data.synthetic import make_synthetic
+from rlmba_env.env import MultimodalALEnv
+from rlmba_env.protocols import PROTOCOLS
+
+PROTOCOL_FIELDS = ("initial_labels", "per_round", "rounds")
+
+# Real datasets: env id -> (cache folder under the data root, name of the prepare argument).
+REAL_DATASETS = {
+    "RLMBA-Food101-v0": "food101",
+    "RLMBA-KineticsSound-v0": "kinetics_sound",
+    "RLMBA-VGGSound-v0": "vggsound",
+}
+
+
+def _split_protocol(key: str, kwargs: dict) -> tuple[dict, dict]:
+    overrides = {k: kwargs.pop(k) for k in PROTOCOL_FIELDS if k in kwargs}
+    return replace(PROTOCOLS[key], **overrides), kwargs
+
+
+def make_avdigits_env(image_noise: float = 0.5, dataset_seed: int = 0, **kwargs) -> MultimodalALEnv:
+    """AV-Digits (embedded): real digit images (noisy by ``image_noise``) + spoken digits."""
+    from rlmba_env.data.avdigits import load_avdigits
+
+    protocol, kwargs = _split_protocol("avdigits", kwargs)
+    return MultimodalALEnv(load_avdigits(image_noise=image_noise, seed=dataset_seed), protocol, **kwargs)
+
+
+def make_synthetic_env(dataset: dict | None = None, **kwargs) -> MultimodalALEnv:
+    """Synthetic data; ``dataset`` holds :func:`~rlmba_env.data.synthetic.make_synthetic` kwargs."""
+    protocol, kwargs = _split_protocol("synthetic", kwargs)
+    return MultimodalALEnv(make_synthetic(**(dataset or {})), protocol, **kwargs)
+
+
+def make_features_env(path: str | Path, **kwargs) -> MultimodalALEnv:
+    """Any feature cache written by ``MultimodalDataset.save(path)``, with any number (>= 2) of modalities."""
+    protocol, kwargs = _split_protocol("features", kwargs)
+    return MultimodalALEnv(load_dataset(path), protocol, **kwargs)
+
+
+def real_dataset_dir(key: str, data_root: str | Path | None) -> Path:
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    return root / key
+
+
+def make_real_env(key: str, data_root: str | Path | None = None, **kwargs) -> MultimodalALEnv:
+    """A real dataset read from its feature cache under the data root."""
+    cache = real_dataset_dir(key, data_root)
+    if not is_cache(cache):
+        raise FileNotFoundError(
+            f"no {key} feature cache under {cache} (data root: the data_root kwarg, else $RLMBA_DATA, "
+            f"else ~/.cache/rlmba). The `rlmba prepare {key} --raw DIR` command that builds it from "
+            f"the raw dataset is not part of this release yet; until then, extract features yourself "
+            f"and write them there with MultimodalDataset(...).save({str(cache)!r})"
+        )
+    protocol, kwargs = _split_protocol(key, kwargs)
+    return MultimodalALEnv(load_dataset(cache), protocol, **kwargs)
+
+
+def make_food101_env(**kwargs) -> MultimodalALEnv:
+    """UPMC Food-101 (image + text), the paper's protocol 1000 + 1000 x 6."""
+    return make_real_env("food101", **kwargs)
+
+
+def make_kinetics_sound_env(**kwargs) -> MultimodalALEnv:
+    """KineticsSound (visual + audio), the paper's protocol 1000 + 1000 x 6."""
+    return make_real_env("kinetics_sound", **kwargs)
+
+
+def make_vggsound_env(**kwargs) -> MultimodalALEnv:
+    """VGGSound (visual + audio), the paper's protocol 2000 + 2000 x 6."""
+    return make_real_env("vggsound", **kwargs)
+
+
+ENV_IDS = {
+    "RLMBA-AVDigits-v0": make_avdigits_env,
+    "RLMBA-Synthetic-v0": make_synthetic_env,
+    "RLMBA-Features-v0": make_features_env,
+    "RLMBA-Food101-v0": make_food101_env,
+    "RLMBA-KineticsSound-v0": make_kinetics_sound_env,
+    "RLMBA-VGGSound-v0": make_vggsound_env,
+}
+
+
+def register_envs() -> None:
+    import gymnasium as gym
+
+    for env_id, factory in ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=f"{factory.__module__}:{factory.__name__}")

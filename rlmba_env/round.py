@@ -1,0 +1,206 @@
+"""What one round computes before anyone picks, RL-MBA (arXiv 2603.25107), method steps 1-5.
+
+:func:`evaluate_round` trains nothing: given the learner's opinions it measures the model on
+``val`` and ``test``, rebalances the modality weights (AMCB), and scores the unlabeled pool
+(EFDA uncertainty, k-means diversity, score q), returning everything the environment needs
+for the observation, the candidate set and the reward. The per-candidate feature columns are
+computed here once per round; within a round only the ``coverage`` and ``picked`` columns
+change as picks are made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlmba_env.learner.evidential import ds_conflict, expected_probs, fuse, opinion
+from rlmba_env.learner.trainer import EvidentialLearner, FitStats
+from rlmba_env.selection.amcb import amcb_weights
+from rlmba_env.selection.candidates import top_candidates
+from rlmba_env.selection.diversity import fuse_features, kmeans, nearest_centroid
+from rlmba_env.selection.efda import fused_uncertainty, selection_score
+from rlmba_env.selection.metrics import balance_score, ece, nll, shapley_contributions, top1
+
+STATE_CLIP = 10.0
+
+
+def candidate_columns(modalities: tuple[str, ...]) -> list[str]:
+    """Names of the ``candidates`` observation columns, in order."""
+    cols = []
+    for m in modalities:
+        cols += [f"uncertainty_{m}", f"belief_{m}"]
+    return cols + ["fused_uncertainty", "conflict", "disagreement", "diversity", "coverage",
+                   "score", "picked"]
+
+
+def state_entries(modalities: tuple[str, ...]) -> list[str]:
+    """Names of the ``state`` observation entries, in order."""
+    return (
+        ["round_fraction", "picks_left", "val_top1", "val_nll", "val_ece", "balance"]
+        + [f"gap_{m}" for m in modalities]
+        + [f"weight_{m}" for m in modalities]
+        + [f"contribution_{m}" for m in modalities]
+        + ["mean_fused_uncertainty", "mean_diversity", "loss_slope", "log_grad_norm"]
+    )
+
+
+@dataclass
+class SplitMetrics:
+    """Fused and per-modality quality of the model on one split."""
+
+    top1: float
+    top1_modality: dict[str, float]
+    nll: float
+    ece: float
+
+
+@dataclass
+class RoundResult:
+    """Everything measured and scored in one round."""
+
+    weights: torch.Tensor
+    """AMCB modality weights (M,)."""
+    val: SplitMetrics
+    test: SplitMetrics
+    contributions: dict[str, float]
+    """Shapley contribution of each modality to fused val top-1."""
+    balance: float
+    candidates: torch.Tensor
+    """Dataset row indices of the candidate set, best score first (<= K rows)."""
+    candidate_features: torch.Tensor
+    """(n_candidates, F) observation columns, ``coverage`` and ``picked`` at round start."""
+    candidate_cluster: torch.Tensor
+    """k-means cluster of each candidate, for the coverage column."""
+    cluster_labeled: torch.Tensor
+    """Labeled rows nearest to each cluster centre (k,)."""
+    cluster_size: torch.Tensor
+    """Unlabeled rows in each cluster (k,)."""
+    state: torch.Tensor
+    """(G,) round-state entries that do not depend on picks; see :func:`state_entries`."""
+
+
+def split_metrics(alphas: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, fusion: str,
+                  modalities: tuple[str, ...]) -> tuple[SplitMetrics, torch.Tensor]:
+    fused = fuse(alphas, weights, fusion)
+    metrics = SplitMetrics(
+        top1=top1(fused, labels),
+        top1_modality={m: top1(a, labels) for m, a in zip(modalities, alphas)},
+        nll=nll(fused, labels),
+        ece=ece(fused, labels),
+    )
+    return metrics, fused
+
+
+def loss_slope(losses: list[float], window: int = 10) -> float:
+    """Relative change of the training loss over its last ``window`` epochs (negative = still falling)."""
+    if len(losses) < 2:
+        return 0.0
+    w = min(window, len(losses) - 1)
+    before, after = losses[-1 - w], losses[-1]
+    return (after - before) / max(abs(before), 1e-8)
+
+
+def evaluate_round(
+    learner: EvidentialLearner,
+    features: dict[str, torch.Tensor],
+    diversity_features: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    val_rows: torch.Tensor,
+    test_rows: torch.Tensor,
+    unlabeled_rows: torch.Tensor,
+    labeled_rows: torch.Tensor,
+    weights: torch.Tensor,
+    fit: FitStats,
+    budget: int,
+    n_candidates: int,
+    beta: float,
+    tau: float,
+    epsilon: float,
+    kmeans_iterations: int,
+    generator: torch.Generator,
+) -> RoundResult:
+    """Measure the freshly trained learner and score the unlabeled pool (steps 2-5)."""
+    modalities = tuple(features)
+    fusion = learner.config.fusion
+
+    # Step 2, AMCB: weights from the gap between each modality alone and the fused model.
+    val_alphas = learner.predict(features, val_rows)
+    val_labels = labels[val_rows]
+    before, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
+    unimodal = torch.tensor([before.top1_modality[m] for m in modalities], dtype=torch.float32)
+    weights = amcb_weights(unimodal, before.top1, tau=tau, epsilon=epsilon).to(labels.device)
+    val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
+    contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
+    balance = balance_score(contrib)
+    test, _ = split_metrics(learner.predict(features, test_rows), labels[test_rows], weights,
+                            fusion, modalities)
+
+    # Steps 3-5 on the unlabeled pool.
+    pool_alphas = learner.predict(features, unlabeled_rows)
+    fused_alpha = fuse(pool_alphas, weights, fusion)
+    beliefs, uncertainty = opinion(pool_alphas)  # (M, n, K), (M, n)
+    U = fused_uncertainty(fused_alpha)
+
+    x_pool = fuse_features(diversity_features, weights, unlabeled_rows)
+    k = min(budget, x_pool.shape[0])
+    centroids, distance, assign = kmeans(x_pool, k, generator, kmeans_iterations)
+    _, labeled_assign = nearest_centroid(fuse_features(diversity_features, weights, labeled_rows),
+                                         centroids)
+    cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
+    cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+
+    q = selection_score(uncertainty, weights, distance, beta)
+    top = top_candidates(q, n_candidates)
+
+    # Per-candidate columns, computed once per round.
+    probs = expected_probs(pool_alphas[:, top])  # (M, c, K)
+    m_count = len(modalities)
+    conflict = torch.zeros(top.shape[0], device=q.device)
+    disagreement = torch.zeros(top.shape[0], device=q.device)
+    pairs = 0
+    for i in range(m_count):
+        for j in range(i + 1, m_count):
+            conflict += ds_conflict(pool_alphas[i, top], pool_alphas[j, top])
+            disagreement += 0.5 * (probs[i] - probs[j]).abs().sum(-1)
+            pairs += 1
+    conflict /= pairs
+    disagreement /= pairs
+    d_max = distance.max().clamp_min(1e-12)
+    columns = []
+    for m in range(m_count):
+        columns += [uncertainty[m, top], beliefs[m, top].max(-1).values]
+    columns += [
+        U[top],
+        conflict,
+        disagreement,
+        distance[top] / d_max,
+        torch.zeros_like(conflict),  # coverage, filled in by the env as picks are made
+        q[top] / q.max().clamp_min(1e-12),
+        torch.zeros_like(conflict),  # picked flag
+    ]
+    cand_features = torch.stack(columns, dim=1).clamp(0.0, 1.0)
+
+    state = torch.tensor(
+        [0.0, 0.0, val.top1, val.nll, val.ece, balance]
+        + [val.top1_modality[m] - val.top1 for m in modalities]
+        + weights.tolist()
+        + contrib.tolist()
+        + [float(U.mean()), float((distance / d_max).mean()), loss_slope(fit.losses),
+           float(torch.log1p(torch.tensor(fit.grad_norm)))],
+        dtype=torch.float32,
+    ).clamp(-STATE_CLIP, STATE_CLIP)
+
+    return RoundResult(
+        weights=weights,
+        val=val,
+        test=test,
+        contributions={m: float(c) for m, c in zip(modalities, contrib)},
+        balance=float(balance),
+        candidates=unlabeled_rows[top],
+        candidate_features=cand_features,
+        candidate_cluster=assign[top],
+        cluster_labeled=cluster_labeled,
+        cluster_size=cluster_size,
+        state=state,
+    )

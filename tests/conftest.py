@@ -1,0 +1,19 @@
+"""Small, fast fixtures shared by the tests."""
+
+import pytest
+
+from rlmba_env.data.synthetic import make_synthetic
+
+# A learner that trains in a few milliseconds: the tests check mechanics, not accuracy.
+FAST_LEARNER = {"epochs": 30, "warm_epochs": 10, "hidden": 16}
+SMALL_PROTOCOL = {"initial_labels": 10, "per_round": 4, "rounds": 3}
+
+
+@pytest.fixture
+def small_dataset():
+    return make_synthetic(n_samples=400, n_classes=4, dims=(8, 6), val_per_class=10, seed=3)
+
+
+@pytest.fixture
+def small_env_kwargs():
+    return {**SMALL_PROTOCOL, "learner": dict(FAST_LEARNER)}
