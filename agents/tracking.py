@@ -65,16 +65,16 @@ class EpisodeMetricsCallback(BaseCallback):
         ):
             self._returns[i] += float(reward)
             for key, value in info.get("reward_terms", {}).items():
-                self._terms[i].setdefault(key, []).append(float(value))
+                if key != "balance_weight":  # a constant, already in the hyperparameters
+                    self._terms[i].setdefault(key, []).append(float(value))
             if not done:
                 continue
             scalars = episode_scalars(info, self.modalities)
             scalars["charts/episodic_return"] = self._returns[i]
             for key, values in self._terms[i].items():
                 scalars[f"reward/{key}"] = sum(values) / len(values)
-            for tag, value in scalars.items():
-                self.logger.record_mean(tag, value)
-                if self.writer is not None:
+            if self.writer is not None:
+                for tag, value in scalars.items():
                     self.writer.add_scalar(tag, value, self.num_timesteps)
             self._returns[i] = 0.0
             self._terms[i] = {}

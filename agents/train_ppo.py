@@ -23,6 +23,7 @@ import torch
 import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import rlmba_env  # noqa: F401  (registers the env ids)
@@ -75,6 +76,7 @@ def main(args: Args) -> Path:
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
     env_kwargs.setdefault("device", device)
+    env_kwargs.setdefault("render_mode", None)  # make_vec_env would ask for rgb_array otherwise
 
     name = run_name(args.env_id, ALGO, args.seed)
     run_dir = Path(args.log_dir) / name
@@ -98,25 +100,18 @@ def main(args: Args) -> Path:
         ent_coef=args.ent_coef,
         seed=args.seed,
         device=device,
-        tensorboard_log=str(args.log_dir),
         verbose=0,
     )
+    model.set_logger(configure(str(run_dir), ["tensorboard"]))
     callback = EpisodeMetricsCallback(hyperparameter_table(args), modalities)
     print(f"training {ALGO} on {args.env_id} for {args.total_timesteps} steps; "
-          f"TensorBoard logs: {run_dir}  (view with: tensorboard --logdir {args.log_dir})")
-    model.learn(
-        total_timesteps=args.total_timesteps,
-        callback=callback,
-        tb_log_name=name,
-        progress_bar=args.progress_bar,
-    )
-    # SB3 appends _1 to tb_log_name; keep the model beside its events.
-    event_dir = Path(model.logger.dir) if model.logger.dir else run_dir
-    model.save(event_dir / "model.zip")
+          f"TensorBoard logs: {run_dir}")
+    model.learn(total_timesteps=args.total_timesteps, callback=callback, progress_bar=args.progress_bar)
+    model.save(run_dir / "model.zip")
     vec_env.close()
-    print(f"saved model: {event_dir / 'model.zip'}")
-    print(f"TensorBoard logs: {event_dir}")
-    return event_dir
+    print(f"saved model: {run_dir / 'model.zip'}")
+    print(f"TensorBoard logs: {run_dir}  (view with: tensorboard --logdir {args.log_dir})")
+    return run_dir
 
 
 if __name__ == "__main__":

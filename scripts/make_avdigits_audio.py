@@ -2,9 +2,8 @@
 
 Speaks "zero" .. "nine" with espeak-ng over a fixed grid (English base voices x voice
 variants x speeds x pitches), resamples each clip to 16 kHz, computes a log-mel spectrogram
-(40 HTK mel bands, 25 ms Hann window, 10 ms hop; the same numbers as
-``torchaudio.transforms.MelSpectrogram(16000, n_fft=400, hop_length=160, n_mels=40)``,
-written out in plain torch so the script only needs torch and scipy), trims leading and
+with torchaudio (``MelSpectrogram``: 40 HTK mel bands, 25 ms Hann window, 10 ms hop),
+trims leading and
 trailing silence, and pools each clip into one fixed-length vector:
 
     mean (40) | std (40) | means of 4 equal time segments of the mean-removed log-mel (160)
@@ -13,7 +12,7 @@ A "voice" (the group that held-out test voices are drawn from) is one base voice
 variant, e.g. ``en-gb-scotland+f2``; speed and pitch vary within a voice.
 
 The grid is fixed and walked in order, there is no randomness, and the .npz is written with
-fixed zip timestamps, so a rerun with the same espeak-ng, torch and scipy gives the same
+fixed zip timestamps, so a rerun with the same espeak-ng, torch and torchaudio gives the same
 bytes. The script prints the file's sha256 (paste it into ``AUDIO_SHA256`` in
 ``rlmba_env/data/avdigits.py``) and the logistic-regression accuracy on held-out voices.
 
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
+import torchaudio
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "rlmba_env" / "data" / "avdigits_audio.npz"
@@ -96,7 +95,7 @@ def settings() -> dict:
                  "speeds_wpm": list(SPEEDS), "pitches": list(PITCHES),
                  "order": "base, variant, speed, pitch, digit"},
         "sample_rate": SAMPLE_RATE,
-        "resample": "scipy.signal.resample_poly from espeak-ng's native rate",
+        "resample": "torchaudio.functional.resample from espeak-ng's native rate",
         "mel": {"n_fft": N_FFT, "win_length": N_FFT, "hop_length": HOP, "window": "hann",
                 "n_mels": N_MELS, "f_min": 0.0, "f_max": SAMPLE_RATE / 2, "mel_scale": "htk",
                 "power": 2.0, "center": True, "log": f"log(mel + {LOG_EPS})"},
@@ -112,32 +111,17 @@ def espeak_version() -> str:
     return out.stdout.split(" Data at:")[0].strip()
 
 
-def mel_filterbank(n_freqs: int = N_FFT // 2 + 1) -> torch.Tensor:
-    """(n_freqs, n_mels) triangular HTK filterbank, as torchaudio's ``melscale_fbanks``."""
-    all_freqs = torch.linspace(0, SAMPLE_RATE // 2, n_freqs)
-    m_max = 2595.0 * np.log10(1.0 + (SAMPLE_RATE / 2) / 700.0)
-    m_pts = torch.linspace(0.0, m_max, N_MELS + 2)
-    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
-    f_diff = f_pts[1:] - f_pts[:-1]
-    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
-    down = -slopes[:, :-2] / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.min(down, up), min=0.0)
+_MEL: torchaudio.transforms.MelSpectrogram | None = None
 
 
-_FBANK: torch.Tensor | None = None
-_WINDOW: torch.Tensor | None = None
-
-
-def log_mel(wave: np.ndarray) -> np.ndarray:
+def log_mel(wave: torch.Tensor) -> np.ndarray:
     """(frames, n_mels) log-mel spectrogram of a 16 kHz float32 waveform."""
-    global _FBANK, _WINDOW
-    if _FBANK is None:
-        _FBANK, _WINDOW = mel_filterbank(), torch.hann_window(N_FFT)
-    spec = torch.stft(torch.from_numpy(wave), n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,
-                      window=_WINDOW, center=True, pad_mode="reflect", return_complex=True)
-    mel = _FBANK.T @ spec.abs().pow(2)
-    return torch.log(mel + LOG_EPS).T.numpy()
+    global _MEL
+    if _MEL is None:
+        _MEL = torchaudio.transforms.MelSpectrogram(
+            SAMPLE_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, n_mels=N_MELS,
+            f_min=0.0, f_max=SAMPLE_RATE / 2, power=2.0, center=True, mel_scale="htk")
+    return torch.log(_MEL(wave) + LOG_EPS).T.numpy()
 
 
 def pool_clip(logmel: np.ndarray) -> np.ndarray:
@@ -161,11 +145,9 @@ def featurize(clip: Clip) -> np.ndarray:
         wave, sr = sf.read(path, dtype="float32")
     if wave.ndim > 1:
         wave = wave.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        g = np.gcd(sr, SAMPLE_RATE)
-        wave = resample_poly(wave.astype(np.float64), SAMPLE_RATE // g, sr // g).astype(np.float32)
     if not np.any(wave):
         raise RuntimeError(f"espeak-ng produced silence for {clip}")
+    wave = torchaudio.functional.resample(torch.from_numpy(wave), sr, SAMPLE_RATE)
     return pool_clip(log_mel(wave))
 
 

@@ -45,7 +45,7 @@ class LearnerConfig:
     """minibatch size; None trains full batch (one step per epoch)"""
     fusion: str = "efda"
     """fused opinion used in the loss: "efda" (weighted evidence) or "ds" (Dempster-Shafer)"""
-    warm_start: bool = True
+    warm_start: bool = False
     """continue from the previous fit's parameters instead of re-initialising every round"""
     fused_loss_weight: float = 1.0
     """weight of the EDL loss on the fused opinion, next to the per-modality losses"""
@@ -91,9 +91,12 @@ class EvidentialLearner:
         self.config = config if config is not None else LearnerConfig()
         self.device = torch.device(device)
         self.n_classes = int(n_classes)
-        self.net = MultimodalEvidentialNet(
-            feature_dims, n_classes, hidden=self.config.hidden, dropout=self.config.dropout
-        ).to(self.device)
+        # built under a fixed seed so that constructing a learner neither consumes nor depends on
+        # the caller's global RNG; fit() and reset() re-initialise from their own seeds anyway
+        with self._rng(0):
+            self.net = MultimodalEvidentialNet(
+                feature_dims, n_classes, hidden=self.config.hidden, dropout=self.config.dropout
+            ).to(self.device)
         self.modalities = self.net.modalities
         self._fitted = False
         self._epochs_done = 0  # epochs since the last cold fit; drives KL annealing

@@ -68,15 +68,17 @@ def shapley_contributions(alphas: Tensor, labels: Tensor, weights: Tensor, fusio
     n_mod, _, k = alphas.shape
     y = _labels_like(labels, alphas)
     subsets = list(itertools.product((False, True), repeat=n_mod))
-    values = []
-    for subset in subsets:
-        if not any(subset):
-            values.append(alphas.new_tensor(1.0 / k))
-            continue
-        keep = torch.tensor(subset, device=alphas.device).view(-1, 1, 1)
-        coalition = torch.where(keep, alphas, torch.ones_like(alphas))
-        values.append(_top1(fuse(coalition, weights, fusion), y))
-    values = torch.stack(values)
+    masks = torch.tensor(subsets, device=alphas.device).view(len(subsets), n_mod, 1, 1)
+    vacuous = torch.ones_like(alphas)
+    values = torch.stack(
+        [
+            _top1(fuse(torch.where(masks[i], alphas, vacuous), weights, fusion), y)
+            if any(subset)
+            # all-vacuous fusion ties every class; score the empty coalition as chance instead
+            else alphas.new_tensor(1.0 / k)
+            for i, subset in enumerate(subsets)
+        ]
+    )
     # phi_m = sum_{S not containing m} |S|! (M-|S|-1)! / M! * (v(S + m) - v(S)), as one
     # (M, 2^M) coefficient matrix built on the host (constants) and applied on the device.
     coef = torch.zeros(n_mod, len(subsets), dtype=torch.float64)

@@ -1,0 +1,160 @@
+import pytest
+import torch
+
+from rlmba_env.learner import EvidentialLearner, LearnerConfig, fuse
+
+DIMS = {"image": 6, "audio": 9}
+N_CLASSES = 3
+
+
+def toy_problem(n=150, seed=0):
+    """Three well-separated classes visible in both modalities."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % N_CLASSES
+    features = {}
+    for m, d in DIMS.items():
+        centers = 3.0 * torch.randn(N_CLASSES, d, generator=g)
+        features[m] = centers[labels] + torch.randn(n, d, generator=g)
+    return features, labels
+
+
+@pytest.fixture
+def problem():
+    return toy_problem()
+
+
+# the tests that check mechanics rather than accuracy use a short, narrow fit
+FAST = {"epochs": 20, "warm_epochs": 10, "hidden": 16}
+
+
+def make_learner(**config):
+    return EvidentialLearner(DIMS, N_CLASSES, LearnerConfig(**config))
+
+
+def make_fast_learner(**config):
+    return make_learner(**{**FAST, **config})
+
+
+WEIGHTS = torch.tensor([0.5, 0.5])
+LABELED = torch.arange(60)
+
+
+def params(learner):
+    return {k: v.clone() for k, v in learner.net.state_dict().items()}
+
+
+def test_fit_learns_separable_toy_problem(problem):
+    features, labels = problem
+    learner = make_learner()
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    fused = fuse(learner.predict(features, LABELED), WEIGHTS, "efda")
+    assert (fused.argmax(-1) == labels[LABELED]).float().mean() > 0.95
+
+
+def test_fit_generalises_on_separable_toy_problem(problem):
+    features, labels = problem
+    learner = make_learner()
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    held_out = torch.arange(60, 150)
+    fused = fuse(learner.predict(features, held_out), WEIGHTS, "efda")
+    assert (fused.argmax(-1) == labels[held_out]).float().mean() > 0.9
+
+
+def test_fit_with_ds_fusion_and_minibatches_learns(problem):
+    features, labels = problem
+    learner = make_learner(fusion="ds", batch_size=32)
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    fused = fuse(learner.predict(features, LABELED), WEIGHTS, "ds")
+    assert (fused.argmax(-1) == labels[LABELED]).float().mean() > 0.95
+
+
+def test_same_seed_gives_identical_predictions(problem):
+    features, labels = problem
+    predictions = []
+    for _ in range(2):
+        learner = make_fast_learner(batch_size=16)
+        learner.fit(features, labels, LABELED, WEIGHTS, seed=7)
+        predictions.append(learner.predict(features))
+    assert torch.equal(predictions[0], predictions[1])
+
+
+def test_learner_leaves_global_rng_untouched(problem):
+    features, labels = problem
+    state = torch.random.get_rng_state()
+    learner = make_fast_learner()
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=3)
+    learner.reset(4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_reset_different_seeds_give_different_parameters():
+    a, b = make_fast_learner(), make_fast_learner()
+    a.reset(0)
+    b.reset(1)
+    assert any(not torch.equal(pa, pb) for pa, pb in zip(a.net.parameters(), b.net.parameters()))
+
+
+def test_reset_same_seed_gives_same_parameters():
+    a, b = make_fast_learner(), make_fast_learner()
+    a.reset(5)
+    b.reset(5)
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.net.parameters(), b.net.parameters()))
+
+
+def test_warm_fit_continues_from_learned_parameters(problem):
+    features, labels = problem
+    learner = make_fast_learner(dropout=0.0, warm_start=True)
+    cold = learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    warm = learner.fit(features, labels, LABELED, WEIGHTS, seed=1)
+    assert cold.epochs == learner.config.epochs
+    assert warm.epochs == learner.config.warm_epochs
+    # starts where the cold fit ended, not back near a re-initialised network's loss
+    assert warm.losses[0] < cold.losses[-1] + 0.1 * (cold.losses[0] - cold.losses[-1])
+
+
+def test_cold_fit_every_time_when_warm_start_disabled(problem):
+    features, labels = problem
+    learner = make_fast_learner(warm_start=False)
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    second = learner.fit(features, labels, LABELED, WEIGHTS, seed=1)
+    fresh = make_fast_learner(warm_start=False)
+    fresh.fit(features, labels, LABELED, WEIGHTS, seed=1)
+    assert second.epochs == learner.config.epochs
+    assert torch.equal(learner.predict(features), fresh.predict(features))
+
+
+def test_fit_stats_report_every_epoch(problem):
+    features, labels = problem
+    stats = make_learner(epochs=12).fit(features, labels, LABELED, WEIGHTS, seed=0)
+    assert len(stats.losses) == stats.epochs == 12
+    assert stats.grad_norm > 0 and stats.seconds > 0
+
+
+def test_predict_shape_and_alpha_at_least_one(problem):
+    features, labels = problem
+    learner = make_fast_learner(epochs=5)
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    alphas = learner.predict(features, torch.tensor([3, 1, 4, 1, 5]), batch_size=2)
+    assert alphas.shape == (len(DIMS), 5, N_CLASSES)
+    assert (alphas >= 1).all()
+
+
+def test_predict_all_rows_in_batches_matches_one_batch(problem):
+    features, labels = problem
+    learner = make_fast_learner(epochs=5)
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    torch.testing.assert_close(learner.predict(features, batch_size=7), learner.predict(features))
+
+
+def test_state_dict_round_trip_reproduces_predictions(problem):
+    features, labels = problem
+    learner = make_fast_learner(epochs=5)
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    copy = make_fast_learner()
+    copy.load_state_dict(learner.state_dict())
+    assert torch.equal(copy.predict(features), learner.predict(features))
+
+
+def test_unknown_fusion_in_config_raises():
+    with pytest.raises(ValueError, match="efda"):
+        LearnerConfig(fusion="mean")
