@@ -38,7 +38,7 @@ class Args:
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON (e.g. '{"image_noise": 1.0, "rounds": 5}')"""
-    total_timesteps: int = 2000
+    total_timesteps: int = 10000
     """environment steps (picks) to train for; one default AV-Digits episode is 100 picks"""
     seed: int = 1
     """seed of the policy, the environments and every random draw in them"""
