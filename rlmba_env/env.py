@@ -23,6 +23,7 @@ from rlmba_env.round import (
     state_entries,
 )
 from rlmba_env.selection.diversity import standardise
+from rlmba_env.strategies.base import PoolState
 
 REWARDS = ("gain", "absolute")
 
@@ -389,6 +390,26 @@ class MultimodalALEnv(gym.Env):
         if labeled_rows is not None:
             info["labeled_rows"] = np.array(labeled_rows)
         return info
+
+    def pool_state(self) -> PoolState:
+        """What this round measured, for a strategy that chooses rows for :meth:`label`."""
+        if self._result is None:
+            raise RuntimeError("call reset() before pool_state()")
+        r = self._result
+        labeled = self._labeled_rows()
+        return PoolState(
+            unlabeled=r.pool_rows,
+            labeled=labeled,
+            labeled_labels=self._labels[labeled],
+            features=self._features,
+            learner=self.learner,
+            alphas=r.pool_alphas,
+            fused_alpha=r.pool_fused_alpha,
+            weights=r.weights,
+            contributions=r.contribution_tensor,
+            score=r.pool_score,
+            fusion=self.learner_config.fusion,
+        )
 
     @property
     def labeled_rows(self) -> np.ndarray:

@@ -78,6 +78,16 @@ class RoundResult:
     """Unlabeled rows in each cluster (k,)."""
     state: torch.Tensor
     """(G,) round-state entries that do not depend on picks; see :func:`state_entries`."""
+    contribution_tensor: torch.Tensor
+    """Shapley contributions as a tensor (M,)."""
+    pool_rows: torch.Tensor
+    """Dataset rows of the unlabeled pool this round (n,)."""
+    pool_alphas: torch.Tensor
+    """Per-modality Dirichlet parameters of the unlabeled pool (M, n, K)."""
+    pool_fused_alpha: torch.Tensor
+    """Fused Dirichlet parameters of the unlabeled pool (n, K)."""
+    pool_score: torch.Tensor
+    """Score q of every unlabeled pool row (n,)."""
 
 
 def split_metrics(alphas: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, fusion: str,
@@ -203,4 +213,9 @@ def evaluate_round(
         cluster_labeled=cluster_labeled,
         cluster_size=cluster_size,
         state=state,
+        contribution_tensor=contrib,
+        pool_rows=unlabeled_rows,
+        pool_alphas=pool_alphas,
+        pool_fused_alpha=fused_alpha,
+        pool_score=q,
     )
