@@ -1,14 +1,43 @@
-"""Train a MaskablePPO agent on an rlmba environment and log the run to TensorBoard.
+"""Train a MaskablePPO or PPO agent on an rlmba environment and log the run to TensorBoard.
 
-    python agents/train_ppo.py                                   # AV-Digits, defaults
+    python agents/train_ppo.py                                   # AV-Digits, MaskablePPO, set policy
     python agents/train_ppo.py --total-timesteps 20000 --n-envs 2
+    python agents/train_ppo.py --algo ppo                        # plain SB3 PPO, no sb3-contrib masking
+    python agents/train_ppo.py --policy mlp                      # SB3's MultiInputPolicy
     python agents/train_ppo.py --env-id RLMBA-Synthetic-v0 --env-kwargs '{"rounds": 5}'
+    python agents/train_ppo.py --resume runs/<run>/checkpoints/model_5000_steps.zip --total-timesteps 5000
     tensorboard --logdir runs
 
-Each run writes ``{log_dir}/{env_id}__maskable_ppo__{seed}__{timestamp}/``: TensorBoard events
-(SB3's ``rollout/`` and ``train/`` scalars, plus per-episode ``test/top1``,
-``test/top1_<modality>``, ``contribution/<modality>``, ``charts/balance`` and
-``charts/episodic_return``), the hyperparameters as text, and the trained ``model.zip``.
+Algorithms. ``maskable_ppo`` (sb3-contrib) picks among allowed candidates with
+``env.action_masks()``. ``ppo`` (plain SB3) plays the env through
+:class:`agents.envs.TopBPickWrapper`: the action is a score per candidate and the wrapper picks
+the highest-scoring allowed one, so masked candidates are never picked without sb3-contrib.
+Policies: ``set`` (default, :mod:`agents.policies`: a permutation-equivariant candidate scorer
+that also runs on envs with other candidate counts) or ``mlp`` (SB3's ``MultiInputPolicy``).
+
+Hyperparameters come from ``agents/hyperparams/{algo}.yml`` (entry of the env id, else
+``default``); a flag given on the command line wins (see :mod:`agents.hyperparams`).
+
+Parallel envs. ``--n-envs N > 1`` runs the envs in ``SubprocVecEnv`` workers (``spawn``), each
+limited to ``--torch-threads`` (1) torch threads: several workers with torch's default thread
+pool fight over a small machine's cores and slow the classifier fits 10-50x.
+
+Evaluation. Every ``--eval-freq`` steps and at the end, the policy (deterministic) plays
+``--eval-episodes`` episodes with held-out reset seeds ``--eval-seed``, ``--eval-seed + 1``, ...
+(training episodes use seeds from ``--seed``), logged as ``eval/top1`` (final test top-1),
+``eval/balance``, ``eval/aulc`` and ``eval/return``.
+
+Resuming. ``--resume CHECKPOINT.zip`` loads a checkpoint (or a final ``model.zip``) with its own
+algorithm hyperparameters and trains ``--total-timesteps`` *more* steps; the step count goes on
+from the checkpoint's. The resumed run writes a new run folder (the original is never touched),
+so its TensorBoard curves continue where the checkpoint's stopped; ``resume`` is in its
+hyperparameter table.
+
+Each run writes ``{log_dir}/{env_id}__{algo}__{seed}__{timestamp}/``: TensorBoard events (SB3's
+``rollout/`` and ``train/`` scalars; per episode ``test/top1``, ``test/top1_<modality>``,
+``contribution/<modality>``, ``charts/balance``, ``charts/episodic_return`` and
+``reward/<term>``; ``eval/``; the hyperparameters as text), ``checkpoints/model_<steps>_steps.zip``
+every ``--checkpoint-freq`` steps and the final ``model.zip`` (``MaskablePPO.load`` / ``PPO.load``).
 """
 
 from __future__ import annotations
@@ -16,20 +45,33 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
-import gymnasium as gym
-import torch
 import tyro
 from sb3_contrib import MaskablePPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import rlmba_env  # noqa: F401  (registers the env ids)
+from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device
+from agents.hyperparams import hyperparams_file, resolve
+from agents.policies import MaskableSetPolicy, SetActorCriticPolicy
+from agents.rollout import EVAL_SEED, SB3Agent, evaluate, summarize
 from agents.tracking import EpisodeMetricsCallback, hyperparameter_table, run_name
 
-ALGO = "maskable_ppo"
+ALGOS = {"maskable_ppo": MaskablePPO, "ppo": PPO}
+SET_POLICIES = {"maskable_ppo": MaskableSetPolicy, "ppo": SetActorCriticPolicy}
+
+# Built-in values of the hyperparameters left unset on the command line and in the YAML file.
+DEFAULTS = {
+    "total_timesteps": 10_000, "policy": "set", "n_envs": 1, "n_steps": 200, "batch_size": 100,
+    "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2,
+    "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5,
+}
 
 
 @dataclass
@@ -37,79 +79,163 @@ class Args:
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
-    """keyword arguments for gym.make, as JSON (e.g. '{"image_noise": 1.0, "rounds": 5}')"""
-    total_timesteps: int = 10000
-    """environment steps (picks) to train for; one default AV-Digits episode is 100 picks"""
+    """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"image_noise": 1.0, "rounds": 5}')"""
+    algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
+    """maskable_ppo (sb3-contrib, action masks) or ppo (plain SB3, score action through TopBPickWrapper)"""
+    policy: Literal["set", "mlp"] | None = None
+    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy [yaml: set]"""
+    policy_kwargs: str = "{}"
+    """policy keyword arguments as JSON, merged over the YAML's (set: hidden, state_hidden, attention, heads, pooling)"""
+    hyperparams: str | None = None
+    """YAML file of hyperparameters per env id (default: agents/hyperparams/{algo}.yml)"""
+    total_timesteps: int | None = None
+    """environment steps (picks) to train for, or to add when resuming [yaml: 10000]"""
     seed: int = 1
     """seed of the policy, the environments and every random draw in them"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    n_envs: int = 1
-    """parallel environments (more than one run in subprocesses)"""
-    n_steps: int = 200
-    """rollout length per environment between PPO updates (two AV-Digits episodes)"""
-    batch_size: int = 100
-    """minibatch size of the PPO update"""
-    n_epochs: int = 10
-    """passes over each rollout"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of the policy"""
-    gamma: float = 0.99
-    """discount factor (rewards arrive at the end of each round)"""
-    ent_coef: float = 0.01
-    """entropy bonus, keeps the candidate choice exploratory early on"""
+    n_envs: int | None = None
+    """parallel environments; more than one run in spawned subprocesses [yaml: 1]"""
+    torch_threads: int = 1
+    """torch threads in each subprocess env when n_envs > 1"""
+    picks_per_step: int = 1
+    """ppo only: candidates picked per step, best scores first (per_round = a whole round per step)"""
+    n_steps: int | None = None
+    """rollout length per environment between updates [yaml: 200, two AV-Digits episodes]"""
+    batch_size: int | None = None
+    """minibatch size of the update [yaml: 100]"""
+    n_epochs: int | None = None
+    """passes over each rollout [yaml: 10]"""
+    learning_rate: float | None = None
+    """Adam learning rate of the policy [yaml: 3e-4]"""
+    gamma: float | None = None
+    """discount factor; rewards arrive at the end of each round [yaml: 0.99]"""
+    gae_lambda: float | None = None
+    """GAE lambda [yaml: 0.95]"""
+    clip_range: float | None = None
+    """PPO clipping range [yaml: 0.2]"""
+    ent_coef: float | None = None
+    """entropy bonus [yaml: 0.01 maskable_ppo, 0.0 ppo]"""
+    vf_coef: float | None = None
+    """value loss weight [yaml: 0.5]"""
+    max_grad_norm: float | None = None
+    """gradient clipping norm [yaml: 0.5]"""
+    eval_freq: int = 2500
+    """evaluate every this many steps (and at the end); 0 = only at the end"""
+    eval_episodes: int = 3
+    """evaluation episodes (held-out seeds); 0 disables evaluation"""
+    eval_seed: int = EVAL_SEED
+    """reset seed of the first evaluation episode"""
+    checkpoint_freq: int = 5000
+    """save checkpoints/model_<steps>_steps.zip every this many steps; 0 disables"""
+    resume: str | None = None
+    """checkpoint .zip to continue training from (trains total_timesteps more steps, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
     progress_bar: bool = True
     """show a progress bar over timesteps"""
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+class EvalCallback(BaseCallback):
+    """Plays the current policy on held-out seeds every ``eval_freq`` steps and at the end of
+    training; logs ``eval/top1``, ``eval/balance``, ``eval/aulc`` and ``eval/return``."""
+
+    def __init__(self, env_fn, seeds: list[int], eval_freq: int):
+        super().__init__()
+        self.env_fn, self.seeds, self.eval_freq = env_fn, seeds, eval_freq
+        self.env = None
+        self.writer = None
+        self._last = 0
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def _on_training_start(self) -> None:
+        self.env = self.env_fn()
+        self._last = self.num_timesteps
+        for fmt in self.logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                self.writer = fmt.writer
+
+    def _evaluate(self) -> None:
+        self._last = self.num_timesteps
+        summary = summarize(evaluate(self.env, SB3Agent(self.model), self.seeds))
+        self.model.policy.set_training_mode(True)
+        self.history.append((self.num_timesteps, summary))
+        if self.writer is not None:
+            for key in ("top1", "balance", "aulc", "return"):
+                self.writer.add_scalar(f"eval/{key}", summary[key], self.num_timesteps)
+            self.writer.flush()
+        print(f"eval at {self.num_timesteps} steps: test top-1 {summary['top1']:.3f} +- {summary['top1_std']:.3f}, "
+              f"AULC {summary['aulc']:.3f}, balance {summary['balance']:.3f} ({len(self.seeds)} seeds)")
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.num_timesteps - self._last >= self.eval_freq:
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.history or self.history[-1][0] != self.num_timesteps:
+            self._evaluate()
+        self.env.close()
 
 
 def main(args: Args) -> Path:
+    args, _ = resolve(args, args.hyperparams or hyperparams_file(args.algo), DEFAULTS)
     device = resolve_device(args.device)
-    env_kwargs = json.loads(args.env_kwargs)
-    if not isinstance(env_kwargs, dict):
-        raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
-    env_kwargs.setdefault("device", device)
-    env_kwargs.setdefault("render_mode", None)  # make_vec_env would ask for rgb_array otherwise
+    env_kwargs = parse_env_kwargs(args.env_kwargs, device)
+    algo = ALGOS[args.algo]
 
-    name = run_name(args.env_id, ALGO, args.seed)
+    name = run_name(args.env_id, args.algo, args.seed)
     run_dir = Path(args.log_dir) / name
+    parallel = args.n_envs > 1
     vec_env = make_vec_env(
-        args.env_id,
+        partial(make_env, args.env_id, torch_threads=args.torch_threads if parallel else None),
         n_envs=args.n_envs,
         seed=args.seed,
         env_kwargs=env_kwargs,
-        vec_env_cls=SubprocVecEnv if args.n_envs > 1 else DummyVecEnv,
-        vec_env_kwargs={"start_method": "spawn"} if args.n_envs > 1 else None,
+        wrapper_class=partial(TopBPickWrapper, picks_per_step=args.picks_per_step) if args.algo == "ppo" else None,
+        vec_env_cls=SubprocVecEnv if parallel else DummyVecEnv,
+        vec_env_kwargs={"start_method": "spawn"} if parallel else None,
     )
     modalities = tuple(vec_env.get_attr("modalities")[0])
-    model = MaskablePPO(
-        "MultiInputPolicy",
-        vec_env,
-        n_steps=args.n_steps,
-        batch_size=args.batch_size,
-        n_epochs=args.n_epochs,
-        learning_rate=args.learning_rate,
-        gamma=args.gamma,
-        ent_coef=args.ent_coef,
-        seed=args.seed,
-        device=device,
-        verbose=0,
-    )
+    if args.resume:
+        model = algo.load(args.resume, env=vec_env, device=device)
+    else:
+        policy_kwargs = json.loads(args.policy_kwargs)
+        model = algo(
+            SET_POLICIES[args.algo] if args.policy == "set" else "MultiInputPolicy",
+            vec_env,
+            n_steps=args.n_steps,
+            batch_size=args.batch_size,
+            n_epochs=args.n_epochs,
+            learning_rate=args.learning_rate,
+            gamma=args.gamma,
+            gae_lambda=args.gae_lambda,
+            clip_range=args.clip_range,
+            ent_coef=args.ent_coef,
+            vf_coef=args.vf_coef,
+            max_grad_norm=args.max_grad_norm,
+            policy_kwargs=policy_kwargs or None,
+            seed=args.seed,
+            device=device,
+            verbose=0,
+        )
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
-    callback = EpisodeMetricsCallback(hyperparameter_table(args), modalities)
-    print(f"training {ALGO} on {args.env_id} for {args.total_timesteps} steps; "
-          f"TensorBoard logs: {run_dir}")
-    model.learn(total_timesteps=args.total_timesteps, callback=callback, progress_bar=args.progress_bar)
+    callbacks = [EpisodeMetricsCallback(hyperparameter_table(args), modalities)]
+    if args.checkpoint_freq > 0:
+        callbacks.append(CheckpointCallback(max(args.checkpoint_freq // args.n_envs, 1),
+                                            str(run_dir / "checkpoints"), name_prefix="model"))
+    if args.eval_episodes > 0:
+        seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
+        callbacks.append(EvalCallback(partial(make_env, args.env_id, **env_kwargs), seeds, args.eval_freq))
+    start = model.num_timesteps
+    print(f"training {args.algo} ({args.policy} policy) on {args.env_id} for {args.total_timesteps} steps"
+          + (f" from step {start} of {args.resume}" if args.resume else "") + f"; TensorBoard logs: {run_dir}")
+    model.learn(total_timesteps=args.total_timesteps, callback=CallbackList(callbacks),
+                progress_bar=args.progress_bar, reset_num_timesteps=not args.resume)
     model.save(run_dir / "model.zip")
+    model.logger.close()
     vec_env.close()
-    print(f"saved model: {run_dir / 'model.zip'}")
+    print(f"saved model: {run_dir / 'model.zip'} ({model.num_timesteps} steps)")
     print(f"TensorBoard logs: {run_dir}  (view with: tensorboard --logdir {args.log_dir})")
     return run_dir
 

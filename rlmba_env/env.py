@@ -25,7 +25,31 @@ from rlmba_env.round import (
 from rlmba_env.selection.diversity import standardise
 from rlmba_env.strategies.base import PoolState
 
-REWARDS = ("gain", "absolute")
+REWARDS = ("gain", "relative", "absolute")
+
+
+class CandidateSpace(spaces.Discrete):
+    """``Discrete(K)`` whose ``sample()`` draws only the candidates allowed right now.
+
+    A random agent written as ``env.action_space.sample()`` (and the random steps of
+    Gymnasium's and SB3's ``check_env``) then never picks a masked candidate. An explicit
+    ``mask`` or ``probability`` argument is honoured as in ``Discrete``; a pickled copy (e.g.
+    sent from a subprocess env) no longer sees the env and samples like ``Discrete``.
+    """
+
+    def __init__(self, n: int, current_mask, seed=None):
+        super().__init__(n, seed=seed)
+        self._current_mask = current_mask
+
+    def sample(self, mask=None, probability=None):
+        if mask is None and probability is None and self._current_mask is not None:
+            mask = self._current_mask()
+        return super().sample(mask=mask, probability=probability)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_current_mask"] = None
+        return state
 
 
 class MultimodalALEnv(gym.Env):
@@ -45,7 +69,7 @@ class MultimodalALEnv(gym.Env):
     ## Action Space
 
     ``Discrete(K)`` with ``K = kappa * per_round``: the position of a candidate in the current
-    candidate set. A candidate already picked this round, or a padding slot when fewer than
+    candidate set (a ``Discrete`` subclass whose ``sample()`` draws an allowed candidate). A candidate already picked this round, or a padding slot when fewer than
     K unlabeled rows are left, is masked; picking it raises ``ValueError``. The mask is in
     ``obs["action_mask"]``, ``info["action_mask"]`` and ``env.action_masks()`` (for
     sb3-contrib's ``MaskablePPO``).
@@ -92,6 +116,9 @@ class MultimodalALEnv(gym.Env):
     Paid at the end of each round (0 for the other picks), from the fused model on ``val``:
 
     - ``"gain"`` (default): ``top1_t - top1_{t-1} + balance_weight * balance_t``.
+    - ``"relative"``: ``top1_t`` minus the mean top-1 of ``reference_strategies`` replaying the
+      same episode at round t (computed once per dataset, configuration and episode seed,
+      cached on disk under ``reference_cache``, default ``<data root>/reference``).
     - ``"absolute"``: ``top1_t``.
 
     ``info`` carries every term (``reward_terms``) and the test-split metrics.
@@ -111,7 +138,7 @@ class MultimodalALEnv(gym.Env):
     - ``dataset``: a :class:`~rlmba_env.data.MultimodalDataset`.
     - ``protocol``: a :class:`~rlmba_env.protocols.Protocol` or a dict with its fields.
     - ``learner``: a :class:`~rlmba_env.learner.LearnerConfig` or a dict of its fields.
-    - ``reward``: ``"gain"`` or ``"absolute"``.
+    - ``reward``: ``"gain"``, ``"relative"`` or ``"absolute"``.
     - ``balance_weight``: lambda of the ``gain`` reward.
     - ``kappa``: candidate set size as a multiple of ``per_round``.
     - ``beta``: weight of diversity in q.
@@ -119,6 +146,8 @@ class MultimodalALEnv(gym.Env):
     - ``kmeans_iterations``: Lloyd iterations after k-means++ seeding.
     - ``device``: torch device of the classifier and all round computations.
     - ``render_mode``: ``None`` or ``"ansi"``.
+    - ``reference_strategies``: strategy names whose mean curve the ``relative`` reward subtracts.
+    - ``reference_cache``: folder of cached reference curves.
 
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
     rows from the whole unlabeled pool (classic strategies, human-in-the-loop labeling).
@@ -144,6 +173,8 @@ class MultimodalALEnv(gym.Env):
         kmeans_iterations: int = 5,
         device: str | torch.device = "cpu",
         render_mode: str | None = None,
+        reference_strategies: Sequence[str] = ("random",),
+        reference_cache: str | None = None,
     ):
         if not isinstance(dataset, MultimodalDataset):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
@@ -158,6 +189,10 @@ class MultimodalALEnv(gym.Env):
         self.dataset = dataset
         self.learner_config = LearnerConfig(**learner) if isinstance(learner, dict) else (learner or LearnerConfig())
         self.reward_type = reward
+        self.reference_strategies = tuple(reference_strategies)
+        self.reference_cache = reference_cache
+        if reward == "relative" and not self.reference_strategies:
+            raise ValueError("reward='relative' needs at least one reference strategy")
         self.balance_weight = float(balance_weight)
         self.kappa, self.beta, self.tau, self.epsilon = kappa, float(beta), float(tau), float(epsilon)
         self.kmeans_iterations = int(kmeans_iterations)
@@ -191,19 +226,36 @@ class MultimodalALEnv(gym.Env):
             }
         )
         assert len(self.candidate_columns) == 2 * n_mod + 7
-        self.action_space = spaces.Discrete(self.n_candidates)
+        self.action_space = CandidateSpace(
+            self.n_candidates, lambda: self._action_mask() if self._result is not None else None
+        )
 
         self._labeled: np.ndarray | None = None
         self._round = 0
         self._picks: list[int] = []
         self._result: RoundResult | None = None
+        self._reference: np.ndarray | None = None
+        self.episode_seed: int | None = None
         self._weights = torch.full((n_mod,), 1.0 / n_mod, device=self.device)
         self.last_timings: dict[str, float] = {}
 
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start a campaign. ``options={"episode_seed": s}`` replays episode ``s`` exactly.
+
+        Every random draw of an episode comes from one generator seeded by the episode seed,
+        itself drawn from the env's ``np_random``; the order of draws does not depend on which
+        rows are picked, so all agents given the same seed start from the same labeled set and
+        round-0 model and see the same training seeds in later rounds.
+        """
         super().reset(seed=seed)
-        initial = self.np_random.choice(self._pool, self.protocol.initial_labels, replace=False)
+        options = options or {}
+        if "episode_seed" in options:
+            self.episode_seed = int(options["episode_seed"])
+        else:
+            self.episode_seed = int(self.np_random.integers(2**63 - 1))
+        self._episode_rng = np.random.default_rng(self.episode_seed)
+        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
         self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
         self._labeled[initial] = True
         self._round = 0
@@ -211,6 +263,7 @@ class MultimodalALEnv(gym.Env):
         self._weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.device)
         self.learner.reset(self._draw_seed())
         self._train_and_score()
+        self._reference = self._reference_curve() if self.reward_type == "relative" else None
         return self._get_obs(), self._get_info(reward_terms={})
 
     def step(self, action):
@@ -272,8 +325,13 @@ class MultimodalALEnv(gym.Env):
         return "\n".join(lines)
 
     # -- round mechanics ----------------------------------------------------------------------
+    def _reference_curve(self) -> np.ndarray:
+        from rlmba_env.reference import reference_curve
+
+        return reference_curve(self, self.episode_seed)
+
     def _draw_seed(self) -> int:
-        return int(self.np_random.integers(2**31 - 1))
+        return int(self._episode_rng.integers(2**31 - 1))
 
     def _labeled_rows(self) -> torch.Tensor:
         return torch.as_tensor(np.flatnonzero(self._labeled), device=self.device)
@@ -305,6 +363,10 @@ class MultimodalALEnv(gym.Env):
             terms = {"top1_gain": r.val.top1 - before, "balance": r.balance,
                      "balance_weight": self.balance_weight}
             reward = terms["top1_gain"] + self.balance_weight * r.balance
+        elif self.reward_type == "relative":
+            reference = float(self._reference[self._round])
+            terms = {"top1": r.val.top1, "reference_top1": reference}
+            reward = r.val.top1 - reference
         else:
             terms = {"top1": r.val.top1}
             reward = r.val.top1
@@ -423,6 +485,7 @@ class MultimodalALEnv(gym.Env):
             "protocol": asdict(self.protocol),
             "learner": asdict(self.learner_config),
             "reward": self.reward_type,
+            "reference_strategies": list(self.reference_strategies),
             "balance_weight": self.balance_weight,
             "kappa": self.kappa,
             "beta": self.beta,

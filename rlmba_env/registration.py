@@ -23,6 +23,12 @@ REAL_DATASETS = {
     "RLMBA-KineticsSound-v0": "kinetics_sound",
     "RLMBA-VGGSound-v0": "vggsound",
 }
+# What --raw points at, in the missing-cache message.
+RAW_EXAMPLES = {
+    "food101": "/path/to/UPMC_Food101",
+    "kinetics_sound": "/path/to/kinetics_sound",
+    "vggsound": "/path/to/vggsound",
+}
 
 
 def _split_protocol(key: str, kwargs: dict) -> tuple[dict, dict]:
@@ -61,9 +67,9 @@ def make_real_env(key: str, data_root: str | Path | None = None, **kwargs) -> Mu
     if not is_cache(cache):
         raise FileNotFoundError(
             f"no {key} feature cache under {cache} (data root: the data_root kwarg, else $RLMBA_DATA, "
-            f"else ~/.cache/rlmba). The `rlmba prepare {key} --raw DIR` command that builds it from "
-            f"the raw dataset is not part of this release yet; until then, extract features yourself "
-            f"and write them there with MultimodalDataset(...).save({str(cache)!r})"
+            f"else ~/.cache/rlmba); create it with: "
+            f"rlmba prepare {key} --raw {RAW_EXAMPLES[key]}" + (f" --out {cache}" if data_root is not None else "")
+            + " (raw layouts and where to download them: docs/real_datasets.md)"
         )
     protocol, kwargs = _split_protocol(key, kwargs)
     return MultimodalALEnv(load_dataset(cache), protocol, **kwargs)

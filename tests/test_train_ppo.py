@@ -15,7 +15,7 @@ def test_train_ppo_script_trains_saves_and_logs(tmp_path):
         "--env-id", "RLMBA-AVDigits-v0",
         "--env-kwargs", '{"initial_labels": 10, "per_round": 2, "rounds": 2, "learner": {"epochs": 10, "hidden": 8}}',
         "--total-timesteps", "16", "--n-steps", "8", "--batch-size", "4", "--n-epochs", "1",
-        "--log-dir", str(tmp_path), "--no-progress-bar",
+        "--eval-episodes", "1", "--log-dir", str(tmp_path), "--no-progress-bar",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -27,7 +27,7 @@ def test_train_ppo_script_trains_saves_and_logs(tmp_path):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"test/top1", "test/top1_image", "test/top1_audio", "contribution/image",
-            "contribution/audio", "charts/balance", "charts/episodic_return"} <= scalars
+            "contribution/audio", "charts/balance", "charts/episodic_return", "eval/top1", "eval/balance"} <= scalars
     assert len(events.Scalars("test/top1")) == 4  # 16 steps = 4 episodes of 2 rounds x 2 picks
 
     from sb3_contrib import MaskablePPO

@@ -9,6 +9,8 @@ never later inside a training round.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +78,15 @@ class MultimodalDataset:
             f"MultimodalDataset(name={self.name!r}, N={self.n_samples}, classes={self.n_classes}, "
             f"features=({dims}), splits=({sizes}))"
         )
+
+    def fingerprint(self) -> str:
+        """sha256 of the classes, labels, splits and features: names a dataset in caches."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(json.dumps([self.name, self.classes, list(self.modalities)]).encode())
+            for array in (self.labels, *(self.splits[s] for s in SPLITS), *self.features.values()):
+                h.update(np.ascontiguousarray(array).tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory, overwrite: bool = False) -> None:

@@ -1,0 +1,120 @@
+"""Building the environments that the agents train and evaluate on.
+
+- :func:`make_env`: ``gym.make`` for an rlmba id, importable at module level so that
+  ``SubprocVecEnv`` workers started with ``spawn`` can unpickle it, and optionally limiting the
+  worker's torch to ``torch_threads`` threads. With two or more envs on a small machine, each
+  worker's default torch thread pool competes with the others for the same cores and a small
+  classifier fit slows down 10-50x; ``train_ppo.py --n-envs N`` therefore passes
+  ``torch_threads=1`` (``--torch-threads`` changes it).
+- :class:`TopBPickWrapper`: lets algorithms without action masking (plain SB3 ``PPO``, SAC, ...)
+  play the env. The action becomes ``Box(-1e6, 1e6, (K,))``, one score per candidate; the
+  wrapper picks the highest-scoring *allowed* candidate (or the ``picks_per_step`` best ones,
+  stopping at the end of a round), so a masked candidate is never picked. Pair it with
+  :class:`agents.policies.SetActorCriticPolicy`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+import rlmba_env  # noqa: F401  (registers the env ids)
+
+SCORE_BOUND = 1e6
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def parse_env_kwargs(text: str | dict, device: str | None = None) -> dict[str, Any]:
+    """``--env-kwargs`` JSON -> dict, with the classifier's ``device`` filled in when absent."""
+    kwargs = json.loads(text) if isinstance(text, str) else dict(text)
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object, got {text!r}")
+    if device is not None:
+        kwargs.setdefault("device", device)
+    kwargs.setdefault("render_mode", None)  # make_vec_env would ask for rgb_array otherwise
+    return kwargs
+
+
+def make_env(env_id: str, torch_threads: int | None = None, **env_kwargs) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)``; first sets this process's torch threads if given."""
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    return gym.make(env_id, **env_kwargs)
+
+
+class TopBPickWrapper(gym.Wrapper):
+    """Score-vector actions for algorithms without action masking.
+
+    ## Action Space
+    ``Box(-1e6, 1e6, (K,), float32)``: a score per candidate position. The wrapper picks the
+    allowed candidate with the highest score (ties: the lower position, i.e. the better q),
+    then, if ``picks_per_step > 1``, the next best, up to ``picks_per_step`` picks or the end
+    of the round, whichever comes first.
+
+    ## Observation Space, Rewards, Episode End
+    Those of the wrapped env; the reward of a step is the sum over its picks, ``info`` is the
+    last pick's, with ``info["picks"]`` listing the candidate positions picked.
+    """
+
+    def __init__(self, env: gym.Env, picks_per_step: int = 1):
+        super().__init__(env)
+        if not isinstance(env.action_space, spaces.Discrete):
+            raise ValueError(f"TopBPickWrapper needs a Discrete(K) action space, got {env.action_space}")
+        if picks_per_step < 1:
+            raise ValueError(f"picks_per_step must be >= 1, got {picks_per_step}")
+        self.picks_per_step = int(picks_per_step)
+        k = int(env.action_space.n)
+        # Finite bounds because SB3 asks for them; scores are compared, never scaled.
+        self.action_space = spaces.Box(-SCORE_BOUND, SCORE_BOUND, (k,), np.float32)
+        self._mask: np.ndarray | None = None
+        self._round = None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._mask = np.asarray(obs["action_mask"], dtype=bool)
+        self._round = info.get("round")
+        return obs, info
+
+    def step(self, action):
+        if self._mask is None:
+            raise RuntimeError("call reset() before step()")
+        scores = np.asarray(action, dtype=np.float64).reshape(-1)
+        if scores.shape != (self.action_space.shape[0],):
+            raise ValueError(f"action must hold {self.action_space.shape[0]} scores, got shape {np.shape(action)}")
+        total, picks = 0.0, []
+        for _ in range(self.picks_per_step):
+            pos = best_allowed(scores, self._mask)
+            obs, reward, terminated, truncated, info = self.env.step(pos)
+            total += float(reward)
+            picks.append(pos)
+            self._mask = np.asarray(obs["action_mask"], dtype=bool)
+            round_ended = info.get("round") != self._round
+            self._round = info.get("round")
+            if terminated or truncated or round_ended:
+                break
+        info = dict(info, picks=picks)
+        return obs, total, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        return self._mask.copy()
+
+
+def best_allowed(scores: np.ndarray, mask: np.ndarray) -> int:
+    """Position of the highest score among allowed candidates (first one on ties)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("no candidate is allowed (action_mask is all 0)")
+    s = np.where(mask, np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf), -np.inf)
+    best = np.flatnonzero(mask & (s == s[mask].max()))
+    return int(best[0])

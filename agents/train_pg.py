@@ -1,0 +1,179 @@
+"""Train RL-MBA's online REINFORCE agent on an rlmba environment and log the run to TensorBoard.
+
+    python agents/train_pg.py                                    # AV-Digits, 2000 picks of pre-training
+    python agents/train_pg.py --total-timesteps 0                # no pre-training: online agent only
+    python agents/train_pg.py --env-id RLMBA-Synthetic-v0 --attention True
+    python agents/train_pg.py --resume runs/<run>/agent.pt --total-timesteps 1000
+    tensorboard --logdir runs
+
+The agent (:class:`agents.reinforce.ReinforceAgent`) samples each round's picks from its masked
+softmax and takes one REINFORCE step after every round, with a moving-average baseline and
+EMA-smoothed rewards. Pre-training plays whole episodes until ``--total-timesteps`` picks.
+Evaluation follows the paper: on every held-out seed a copy of the agent labels a fresh
+campaign and keeps learning online during it (``--no-eval-online``: greedy, frozen); logged
+as ``eval/top1`` (final test top-1), ``eval/balance``, ``eval/aulc``, ``eval/return``.
+
+Hyperparameters come from ``agents/hyperparams/reinforce.yml`` (entry of the env id, else
+``default``); a flag given on the command line wins. ``--resume AGENT.pt`` continues a
+checkpoint (its own hyperparameters, its step count) for ``--total-timesteps`` more picks into a
+new run folder.
+
+Each run writes ``{log_dir}/{env_id}__reinforce__{seed}__{timestamp}/``: TensorBoard events
+(per episode ``charts/episodic_return``, ``test/top1``, ``test/top1_<modality>``, ``test/aulc``,
+``contribution/<modality>``, ``charts/balance``, ``reward/<term>``, ``charts/baseline``,
+``charts/advantage``, ``losses/policy_loss``, ``losses/entropy``; ``eval/``; the hyperparameters
+as text), ``checkpoints/agent_<steps>_steps.pt`` and the final ``agent.pt``
+(``ReinforceAgent.load``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from agents.envs import make_env, parse_env_kwargs, resolve_device
+from agents.hyperparams import hyperparams_file, resolve
+from agents.reinforce import ReinforceAgent, ReinforceConfig
+from agents.rollout import EVAL_SEED, summarize
+from agents.tracking import hyperparameter_table, run_name
+
+AGENT = "reinforce"
+DEFAULTS = {"total_timesteps": 2000, **{f.name: f.default for f in fields(ReinforceConfig)}}
+
+
+@dataclass
+class Args:
+    env_id: str = "RLMBA-AVDigits-v0"
+    """Gymnasium id of the environment"""
+    env_kwargs: str = "{}"
+    """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"rounds": 5}')"""
+    hyperparams: str | None = None
+    """YAML file of hyperparameters per env id (default: agents/hyperparams/reinforce.yml)"""
+    total_timesteps: int | None = None
+    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent [yaml: 2000]"""
+    seed: int = 1
+    """seed of the agent's weights and sampler and of the training episodes"""
+    device: str = "auto"
+    """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
+    learning_rate: float | None = None
+    """Adam learning rate [yaml: 3e-3]"""
+    baseline_decay: float | None = None
+    """moving-average baseline b <- d b + (1 - d) r~ [yaml: 0.8]"""
+    reward_smoothing: float | None = None
+    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw [yaml: 0.3]"""
+    normalize_advantage: bool | None = None
+    """divide the advantage by its running RMS [yaml: True]"""
+    advantage_clip: float | None = None
+    """clip the advantage to [-c, c]; 0 disables [yaml: 3.0]"""
+    entropy_coef: float | None = None
+    """entropy bonus per pick [yaml: 0.0]"""
+    max_grad_norm: float | None = None
+    """gradient clipping norm [yaml: 1.0]"""
+    temperature: float | None = None
+    """softmax temperature of the picks [yaml: 1.0]"""
+    hidden: int | None = None
+    """width of the per-candidate MLP [yaml: 64]"""
+    state_hidden: int | None = None
+    """width of the round-state embedding [yaml: 32]"""
+    attention: bool | None = None
+    """one self-attention layer across candidates [yaml: False]"""
+    heads: int | None = None
+    """attention heads [yaml: 4]"""
+    eval_freq: int = 1000
+    """evaluate every this many picks (and at the end); 0 = only at the end"""
+    eval_episodes: int = 3
+    """evaluation episodes (held-out seeds); 0 disables evaluation"""
+    eval_seed: int = EVAL_SEED
+    """reset seed of the first evaluation episode"""
+    eval_online: bool = True
+    """evaluation copies keep learning during their campaign (the paper's online agent)"""
+    checkpoint_freq: int = 1000
+    """save checkpoints/agent_<steps>_steps.pt every this many picks; 0 disables"""
+    resume: str | None = None
+    """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
+    log_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+
+
+def evaluate_online(agent: ReinforceAgent, env, seeds: list[int], online: bool) -> dict[str, float]:
+    """Every seed: a copy of ``agent`` plays one campaign, learning online if ``online``
+    (sampled picks), else greedy and frozen."""
+    results = []
+    for seed in seeds:
+        player = agent.copy()
+        player.reseed(seed)
+        results.append(player.run_episode(env, learn=online, seed=seed, deterministic=not online)[0])
+    return summarize(results)
+
+
+def main(args: Args) -> Path:
+    args, _ = resolve(args, args.hyperparams or hyperparams_file(AGENT), DEFAULTS)
+    device = resolve_device(args.device)
+    env_kwargs = parse_env_kwargs(args.env_kwargs, device)
+    env = make_env(args.env_id, **env_kwargs)
+    modalities = tuple(env.unwrapped.modalities)
+    if args.resume:
+        agent = ReinforceAgent.load(args.resume, device)
+    else:
+        config = ReinforceConfig(**{f.name: getattr(args, f.name) for f in fields(ReinforceConfig)})
+        agent = ReinforceAgent.from_env(env, config, seed=args.seed, device=device)
+
+    name = run_name(args.env_id, AGENT, args.seed)
+    run_dir = Path(args.log_dir) / name
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text("hyperparameters", hyperparameter_table(args))
+    eval_env = make_env(args.env_id, **env_kwargs) if args.eval_episodes > 0 else None
+    eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
+
+    def run_eval() -> None:
+        summary = evaluate_online(agent, eval_env, eval_seeds, args.eval_online)
+        for key in ("top1", "balance", "aulc", "return"):
+            writer.add_scalar(f"eval/{key}", summary[key], agent.steps)
+        print(f"eval at {agent.steps} picks: test top-1 {summary['top1']:.3f} +- {summary['top1_std']:.3f}, "
+              f"AULC {summary['aulc']:.3f}, balance {summary['balance']:.3f} ({len(eval_seeds)} seeds, "
+              f"{'online' if args.eval_online else 'frozen'})")
+
+    start, t0 = agent.steps, time.time()
+    last_eval = last_ckpt = start
+    print(f"training {AGENT} on {args.env_id} for {args.total_timesteps} picks"
+          + (f" from pick {start} of {args.resume}" if args.resume else "") + f"; TensorBoard logs: {run_dir}")
+    while agent.steps - start < args.total_timesteps:
+        # The first episode of a run is seeded; the env's RNG carries on from there.
+        seed = args.seed + agent.episodes if agent.steps == start else None
+        result, stats = agent.run_episode(env, learn=True, seed=seed)
+        scalars = result.scalars(modalities)
+        if stats:
+            scalars.update({
+                "losses/policy_loss": float(np.mean([s["policy_loss"] for s in stats])),
+                "losses/entropy": float(np.mean([s["entropy"] for s in stats])),
+                "charts/advantage": float(np.mean([s["advantage"] for s in stats])),
+                "charts/baseline": stats[-1]["baseline"],
+            })
+        scalars["charts/SPS"] = (agent.steps - start) / max(time.time() - t0, 1e-9)
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, agent.steps)
+        if eval_env is not None and args.eval_freq > 0 and agent.steps - last_eval >= args.eval_freq:
+            last_eval = agent.steps
+            run_eval()
+        if args.checkpoint_freq > 0 and agent.steps - last_ckpt >= args.checkpoint_freq:
+            last_ckpt = agent.steps
+            agent.save(run_dir / "checkpoints" / f"agent_{agent.steps}_steps.pt")
+    if eval_env is not None and (last_eval != agent.steps or agent.steps == start):
+        run_eval()
+    agent.save(run_dir / "agent.pt")
+    writer.close()
+    env.close()
+    print(f"saved agent: {run_dir / 'agent.pt'} ({agent.steps} picks, {agent.episodes} episodes)")
+    print(f"TensorBoard logs: {run_dir}  (view with: tensorboard --logdir {args.log_dir})")
+    return run_dir
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main(tyro.cli(Args))

@@ -1,0 +1,140 @@
+"""Pieces shared by the selection strategies: budget checks, ranking, seeding, embeddings.
+
+Every strategy returns dataset rows (not pool positions) as a numpy int64 array, draws all its
+randomness from the ``np.random.Generator`` it is given (torch draws come from a seed taken from
+it, inside a forked RNG so the caller's global torch RNG is untouched), and does its heavy work
+on the pool state's device in row chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlmba_env.learner.model import MultimodalEvidentialNet
+from rlmba_env.strategies.base import PoolState
+
+CHUNK_ROWS = 65536
+"""rows per forward pass when a strategy runs the network over the pool"""
+CHUNK_ELEMENTS = 1 << 24
+"""largest (rows x columns) block of a pairwise matrix held at once (64 MiB of float32)"""
+
+
+def check_budget(state: PoolState, budget: int) -> int:
+    """``budget`` as an int, or ValueError if it is below 1 or above the unlabeled rows left."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an integer, got {budget!r}")
+    n = int(state.unlabeled.shape[0])
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1, got {budget}")
+    if budget > n:
+        raise ValueError(f"budget {budget} is larger than the {n} unlabeled rows left in the pool")
+    return int(budget)
+
+
+def to_rows(state: PoolState, positions: Tensor | np.ndarray) -> np.ndarray:
+    """Dataset rows of pool ``positions`` (indices into ``state.unlabeled``), as numpy int64."""
+    positions = torch.as_tensor(positions, dtype=torch.long, device=state.unlabeled.device)
+    return state.unlabeled[positions].cpu().numpy().astype(np.int64)
+
+
+def top_positions(scores: Tensor, budget: int) -> Tensor:
+    """Pool positions of the ``budget`` highest scores; ties go to the lower position.
+
+    A stable sort (not ``topk``) makes the tie-break the same on every device; NaN ranks last.
+    """
+    scores = torch.nan_to_num(scores.float(), nan=float("-inf"))
+    return torch.sort(scores, descending=True, stable=True).indices[:budget]
+
+
+def draw_seed(rng: np.random.Generator) -> int:
+    """A torch seed drawn from ``rng`` (one draw, so the caller's stream advances predictably)."""
+    return int(rng.integers(0, 2**63 - 1))
+
+
+def torch_generator(rng: np.random.Generator, device: torch.device | str) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``rng``."""
+    return torch.Generator(device=device).manual_seed(draw_seed(rng))
+
+
+@contextlib.contextmanager
+def forked_torch_rng(device: torch.device | str, seed: int) -> Iterator[None]:
+    """Seed torch's global RNG (CPU and ``device``) inside a fork, for draws without a generator.
+
+    Dropout and ``nn.Module`` initialisation take no generator; inside this block they depend on
+    ``seed`` only, and the caller's global RNG state is restored on exit.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        fork = torch.random.fork_rng(devices=[index], device_type="cuda")
+    else:
+        fork = torch.random.fork_rng(devices=[])
+    with fork:
+        torch.manual_seed(int(seed))
+        yield
+
+
+@contextlib.contextmanager
+def module_mode(net: torch.nn.Module, training: bool) -> Iterator[torch.nn.Module]:
+    """Put ``net`` in train (``True``) or eval mode for the block, then restore its mode."""
+    was_training = net.training
+    net.train(training)
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
+def gather_features(state: PoolState, rows: Tensor) -> dict[str, Tensor]:
+    """Float features of dataset ``rows`` for every modality."""
+    return {m: state.features[m][rows].float() for m in state.modalities}
+
+
+@torch.no_grad()
+def embeddings(net: MultimodalEvidentialNet, state: PoolState, rows: Tensor,
+               chunk: int = CHUNK_ROWS) -> list[Tensor]:
+    """Per-modality hidden embeddings ``[(n, hidden)] * M`` of dataset ``rows``, dropout off."""
+    blocks: list[list[Tensor]] = [[] for _ in net.modalities]
+    with module_mode(net, False):
+        for lo in range(0, rows.shape[0], chunk):
+            out = net.embed(gather_features(state, rows[lo : lo + chunk]))
+            for i, m in enumerate(net.modalities):
+                blocks[i].append(out[m])
+    if rows.shape[0] == 0:
+        hidden = net.heads[0].in_features
+        return [torch.empty(0, hidden, device=rows.device) for _ in net.modalities]
+    return [torch.cat(b) for b in blocks]
+
+
+def min_sq_distances(x: Tensor, centres: Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
+    """Squared Euclidean distance of every row of ``x`` to its nearest row of ``centres``, (n,).
+
+    Both sides are chunked so that no block larger than ``chunk_elements`` is ever formed.
+    """
+    n, c = x.shape[0], centres.shape[0]
+    out = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
+    if c == 0 or n == 0:
+        return out
+    c_sq = (centres * centres).sum(1)
+    c_chunk = max(1, min(c, chunk_elements))
+    x_chunk = max(1, chunk_elements // c_chunk)
+    for lo in range(0, n, x_chunk):
+        xb = x[lo : lo + x_chunk]
+        xb_sq = (xb * xb).sum(1, keepdim=True)
+        best = out[lo : lo + x_chunk]
+        for clo in range(0, c, c_chunk):
+            cb = centres[clo : clo + c_chunk]
+            d2 = (xb_sq - 2.0 * xb @ cb.T + c_sq[clo : clo + c_chunk]).clamp_min(0)
+            best = torch.minimum(best, d2.min(1).values)
+        out[lo : lo + x_chunk] = best
+    return out
+
+
+def entropy(p: Tensor) -> Tensor:
+    """Shannon entropy (nats) over the last axis; ``0 log 0 = 0``."""
+    return -(p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))).sum(-1)
