@@ -39,6 +39,8 @@ import tyro
 from tqdm.auto import tqdm
 
 import rlmba_env  # noqa: F401  (registers the env ids)
+from rlmba_env.strategies import make_strategy, run_strategy_episode
+from rlmba_env.strategies.runner import round_record
 from agents.tracking import hyperparameter_table
 from agents.summary import write_curves, write_summary
 
@@ -64,24 +66,6 @@ class Args:
     """bootstrap resamples for the IQM confidence intervals"""
 
 
-# -- recording ------------------------------------------------------------------------------
-def round_record(info: dict[str, Any], modalities: tuple[str, ...], select_s: float) -> dict[str, Any]:
-    """One row of results.csv from the info the env returned at the end of a round."""
-    row = {
-        "round": info["round"],
-        "labeled": info["labeled"],
-        "test_top1": info["test_top1"],
-        "val_top1": info["top1"],
-        "balance": info["balance"],
-        "select_s": select_s,
-    }
-    for m in modalities:
-        row[f"test_top1_{m}"] = info[f"test_top1_{m}"]
-        row[f"contribution_{m}"] = info[f"contribution_{m}"]
-        row[f"weight_{m}"] = info[f"weight_{m}"]
-    return row
-
-
 # -- agents -----------------------------------------------------------------------------------
 @dataclass
 class EvalAgent:
@@ -93,23 +77,10 @@ class EvalAgent:
 
 
 def strategy_agent(name: str) -> EvalAgent:
-    from rlmba_env.strategies import make_strategy
-
     strategy = make_strategy(name)
 
     def play(env: gym.Env, seed: int) -> list[dict[str, Any]]:
-        base = env.unwrapped
-        rng = np.random.default_rng([seed, 7])  # the strategy's own draws, apart from the env's
-        _, info = env.reset(seed=seed)
-        records = [round_record(info, base.modalities, 0.0)]
-        terminated = False
-        while not terminated:
-            start = time.perf_counter()
-            rows = strategy.select(base.pool_state(), base.budget, rng)
-            select_s = time.perf_counter() - start
-            _, _, terminated, _, info = base.label(rows)
-            records.append(round_record(info, base.modalities, select_s))
-        return records
+        return run_strategy_episode(env, strategy, seed, rng_seed=seed)
 
     return EvalAgent(name, play, {"kind": "strategy", "strategy": name})
 

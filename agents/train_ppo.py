@@ -18,9 +18,11 @@ that also runs on envs with other candidate counts) or ``mlp`` (SB3's ``MultiInp
 Hyperparameters come from ``agents/hyperparams/{algo}.yml`` (entry of the env id, else
 ``default``); a flag given on the command line wins (see :mod:`agents.hyperparams`).
 
-Parallel envs. ``--n-envs N > 1`` runs the envs in ``SubprocVecEnv`` workers (``spawn``), each
-limited to ``--torch-threads`` (1) torch threads: several workers with torch's default thread
-pool fight over a small machine's cores and slow the classifier fits 10-50x.
+Threads and parallel envs. ``--n-envs N > 1`` runs the envs in ``SubprocVecEnv`` workers
+(``spawn``), each limited to one torch thread (``--torch-threads`` sets another number): several
+workers with torch's default thread pool fight over a small machine's cores and slow the small
+classifier fits 10-50x. ``--torch-threads`` also sets this process's threads; on a busy 2-core
+machine ``--torch-threads 1`` speeds up even a single env several times.
 
 Evaluation. Every ``--eval-freq`` steps and at the end, the policy (deterministic) plays
 ``--eval-episodes`` episodes with held-out reset seeds ``--eval-seed``, ``--eval-seed + 1``, ...
@@ -49,6 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import torch
 import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
@@ -96,8 +99,8 @@ class Args:
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
     n_envs: int | None = None
     """parallel environments; more than one run in spawned subprocesses [yaml: 1]"""
-    torch_threads: int = 1
-    """torch threads in each subprocess env when n_envs > 1"""
+    torch_threads: int = 0
+    """torch threads of this process (0: torch's default) and of each subprocess env (0: 1)"""
     picks_per_step: int = 1
     """ppo only: candidates picked per step, best scores first (per_round = a whole round per step)"""
     n_steps: int | None = None
@@ -186,9 +189,11 @@ def main(args: Args) -> Path:
 
     name = run_name(args.env_id, args.algo, args.seed)
     run_dir = Path(args.log_dir) / name
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     parallel = args.n_envs > 1
     vec_env = make_vec_env(
-        partial(make_env, args.env_id, torch_threads=args.torch_threads if parallel else None),
+        partial(make_env, args.env_id, torch_threads=(args.torch_threads or 1) if parallel else None),
         n_envs=args.n_envs,
         seed=args.seed,
         env_kwargs=env_kwargs,

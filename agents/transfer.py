@@ -72,7 +72,7 @@ def transfer(agent, env: gym.Env, seeds, online: bool = False) -> list[EpisodeRe
 
 @dataclass
 class Args:
-    model: str
+    model: tyro.conf.Positional[str]
     """trained policy: an SB3 model .zip (train_ppo.py) or a REINFORCE agent .pt (train_pg.py)"""
     env_id: str = "RLMBA-Synthetic-v0"
     """Gymnasium id of the env to run it on"""
@@ -88,11 +88,13 @@ class Args:
     """also run random picks and always-first-candidate (top-b by q) on the same seeds"""
     device: str = "auto"
     """torch device of the policy and the env's classifier"""
+    torch_threads: int = 0
+    """torch threads of this process (0: torch's default)"""
 
 
 def main(args: Args) -> dict[str, dict[str, float]]:
     device = resolve_device(args.device)
-    env = make_env(args.env_id, **parse_env_kwargs(args.env_kwargs, device))
+    env = make_env(args.env_id, torch_threads=args.torch_threads or None, **parse_env_kwargs(args.env_kwargs, device))
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
     rows = {Path(args.model).name: summarize(transfer(load_agent(args.model, device), env, seeds, args.online))}
     if args.baselines:

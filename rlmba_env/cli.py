@@ -120,7 +120,20 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(f"wrote {out}: pool {report['splits']['pool']}, val {report['splits']['val']}, "
           f"test {report['splits']['test']}; {report['skipped_count']} samples skipped "
           f"(see {out / REPORT_FILE})")
+    print(f"use it with: {_env_hint(args.dataset, out.resolve())}")
     return 0
+
+
+def _env_hint(dataset: str, out: Path) -> str:
+    from rlmba_env.data.cache import default_data_root
+    from rlmba_env.registration import REAL_DATASETS
+
+    env_id = next(k for k, v in REAL_DATASETS.items() if v == dataset)
+    if out.name != dataset:
+        return f'gym.make("RLMBA-Features-v0", path="{out}")  (or rename it to .../{dataset})'
+    if out.parent == default_data_root().expanduser().resolve():
+        return f'gym.make("{env_id}")'
+    return f'gym.make("{env_id}", data_root="{out.parent}")  (or RLMBA_DATA={out.parent})'
 
 
 # -- the command -----------------------------------------------------------------------------

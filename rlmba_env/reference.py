@@ -38,24 +38,10 @@ def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
     }
 
 
-def play_reference(env: "MultimodalALEnv", strategy_name: str, episode_seed: int) -> list[float]:
-    """Validation top-1 after each round (round 0 first) of one strategy on one episode."""
-    from rlmba_env.strategies import make_strategy
-
-    strategy = make_strategy(strategy_name)
-    rng = np.random.default_rng([episode_seed, 7])
-    _, info = env.reset(options={"episode_seed": episode_seed})
-    curve = [info["top1"]]
-    terminated = False
-    while not terminated:
-        _, _, terminated, _, info = env.label(strategy.select(env.pool_state(), env.budget, rng))
-        curve.append(info["top1"])
-    return curve
-
-
 def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
     """Mean reference validation top-1 per round, shape (rounds + 1,), cached on disk."""
     from rlmba_env.env import MultimodalALEnv
+    from rlmba_env.strategies import make_strategy, run_strategy_episode
 
     settings = reference_settings(env, episode_seed)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
@@ -67,7 +53,11 @@ def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
     twin = MultimodalALEnv(env.dataset, env.protocol, learner=env.learner_config, reward="gain",
                            kappa=env.kappa, beta=env.beta, tau=env.tau, epsilon=env.epsilon,
                            kmeans_iterations=env.kmeans_iterations, device=env.device)
-    curves = [play_reference(twin, name, episode_seed) for name in env.reference_strategies]
+    curves = [
+        [r["val_top1"] for r in run_strategy_episode(twin, make_strategy(name), None, episode_seed,
+                                                       options={"episode_seed": episode_seed})]
+        for name in env.reference_strategies
+    ]
     curve = np.mean(curves, axis=0)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -127,7 +127,7 @@ def test_truncated_and_silent_wavs_are_reported_and_skipped(ks_root):
 
 def test_vggsound_single_csv_with_split_subfolders_gives_a_cache_the_env_plays(tmp_path):
     raw = make_audiovisual(tmp_path / "raw", "vggsound", list_format="csv")
-    _prepare("vggsound", raw, tmp_path / "root" / "vggsound")
+    _prepare("vggsound", raw, tmp_path / "root" / "vggsound", workers=2)  # decoded in loader processes
     assert load_dataset(tmp_path / "root" / "vggsound").n_samples == 3 * (8 + 2)
     _play_one_episode("RLMBA-VGGSound-v0", tmp_path / "root")
 
@@ -196,6 +196,12 @@ def test_existing_cache_is_not_overwritten_without_the_flag(tmp_path, capsys, fo
     assert main([*argv[:5], str(out), *argv[6:]]) == 0
     assert main([*argv[:5], str(out), *argv[6:], "--overwrite", "--val-per-class", "1"]) == 0
     assert len(load_dataset(out).splits["val"]) == 3
+
+
+def test_text_model_without_transformers_says_how_to_install(tmp_path, monkeypatch, food_raw):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(PrepareError, match="needs the `transformers` package.*pip install transformers"):
+        _prepare("food101", food_raw, tmp_path / "food101", text_model=str(tmp_path))
 
 
 def test_val_is_stratified_and_leaves_each_class_in_the_pool():

@@ -15,7 +15,7 @@ def test_train_ppo_script_trains_saves_and_logs(tmp_path):
         "--env-id", "RLMBA-AVDigits-v0",
         "--env-kwargs", '{"initial_labels": 10, "per_round": 2, "rounds": 2, "learner": {"epochs": 10, "hidden": 8}}',
         "--total-timesteps", "16", "--n-steps", "8", "--batch-size", "4", "--n-epochs", "1",
-        "--eval-episodes", "1", "--log-dir", str(tmp_path), "--no-progress-bar",
+        "--eval-episodes", "1", "--torch-threads", "1", "--log-dir", str(tmp_path), "--no-progress-bar",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlmba_env  # noqa: F401
@@ -18,8 +19,18 @@ SYNTHETIC = {**PROTOCOL, "dataset": {"n_samples": 300, "n_classes": 3, "val_per_
 QUICK = ["--n-steps", "8", "--batch-size", "4", "--n-epochs", "1"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small fits run 5x faster on one thread than on two busy ones; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_script(script, *args, cwd):
-    cmd = [sys.executable, str(ROOT / "agents" / script), *map(str, args)]
+    # One torch thread: on a busy two-core machine torch's default pool slows small fits 5x.
+    cmd = [sys.executable, str(ROOT / "agents" / script), *map(str, args), "--torch-threads", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -89,13 +100,13 @@ def test_train_ppo_resume_continues_the_step_count(maskable_run, tmp_path):
     assert events.Scalars("test/top1")[0].step > 8  # the step axis continues from the checkpoint
 
 
-def test_train_ppo_plain_ppo_with_set_policy(tmp_path):
+def test_train_ppo_plain_ppo_with_set_policy_in_subprocess_envs(tmp_path):
     from stable_baselines3 import PPO
 
     from agents.policies import SetActorCriticPolicy
 
     run_script("train_ppo.py", "--algo", "ppo", "--env-id", "RLMBA-Synthetic-v0", "--env-kwargs",
-               json.dumps(SYNTHETIC), "--total-timesteps", 8, *QUICK, "--eval-episodes", 0,
+               json.dumps(SYNTHETIC), "--total-timesteps", 16, *QUICK, "--n-envs", 2, "--eval-episodes", 0,
                "--log-dir", tmp_path, "--no-progress-bar", cwd=tmp_path)
     run = only_run(tmp_path, "RLMBA-Synthetic-v0__ppo__1__*")
     assert {"test/top1", "charts/episodic_return"} <= set(scalars(run))

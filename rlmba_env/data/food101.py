@@ -81,9 +81,11 @@ def read_text(source) -> str:
 
 
 def _find_root(raw: Path) -> Path:
+    if not raw.is_dir():
+        raise PrepareError(f"--raw {raw} is not a directory; {LAYOUT_HELP}")
     if (raw / "images").is_dir():
         return raw
-    subdirs = [d for d in raw.iterdir() if d.is_dir() and (d / "images").is_dir()] if raw.is_dir() else []
+    subdirs = [d for d in raw.iterdir() if d.is_dir() and (d / "images").is_dir()]
     if len(subdirs) == 1:
         return subdirs[0]
     raise PrepareError(f"no images/ folder under {raw}; {LAYOUT_HELP}")

@@ -321,7 +321,7 @@ def prepare(config: PrepareConfig) -> Path:
                 for m, kind in listing.modalities.items()}
     plan = {
         "format": PLAN_FORMAT, "dataset": cfg.dataset, "raw": str(raw), "batch_size": cfg.batch_size,
-        "frames": cfg.frames, "encoders": {m: e.settings() for m, e in encoders.items()},
+        "frames": cfg.frames if "frames" in listing.modalities.values() else None, "encoders": {m: e.settings() for m, e in encoders.items()},
         "classes": listing.classes,
         "samples": {s: [[x.id, x.label] for x in listing.splits[s]] for s in RAW_SPLITS},
     }
@@ -383,7 +383,14 @@ def prepare(config: PrepareConfig) -> Path:
     import torchaudio
     import torchvision
 
-    features = {m: np.concatenate([parts["train"][m], parts["test"][m]]).astype(cfg.dtype) for m in encoders}
+    features = {m: np.concatenate([parts["train"][m], parts["test"][m]]) for m in encoders}
+    if cfg.dtype == "float16":
+        for m, x in features.items():
+            peak = float(np.abs(x).max()) if x.size else 0.0
+            if peak > np.finfo(np.float16).max:
+                raise PrepareError(f"{m} features reach {peak:.3g}, beyond float16's range; rerun with "
+                                   f"--dtype float32 (the encoded shards in {work} are reused)")
+    features = {m: x.astype(cfg.dtype) for m, x in features.items()}
     meta = {
         "encoders": {m: e.describe() for m, e in encoders.items()},
         "preprocessing": {m: e.settings() for m, e in encoders.items()},

@@ -11,7 +11,8 @@ import numpy as np
 from rlmba_env.strategies.base import Strategy
 
 
-def _record(info: dict[str, Any], modalities: tuple[str, ...], select_s: float) -> dict[str, Any]:
+def round_record(info: dict[str, Any], modalities: tuple[str, ...], select_s: float) -> dict[str, Any]:
+    """One row of an evaluation: what the env reported at the end of a round (or after reset)."""
     row = {
         "round": int(info["round"]),
         "labeled": int(info["labeled"]),
@@ -24,24 +25,28 @@ def _record(info: dict[str, Any], modalities: tuple[str, ...], select_s: float) 
         row[f"test_top1_{m}"] = float(info[f"test_top1_{m}"])
     for m in modalities:
         row[f"contribution_{m}"] = float(info[f"contribution_{m}"])
+    for m in modalities:
+        row[f"weight_{m}"] = float(info[f"weight_{m}"])
     return row
 
 
-def run_strategy_episode(env: gym.Env, strategy: Strategy, seed: int, rng_seed: int) -> list[dict[str, Any]]:
+def run_strategy_episode(env: gym.Env, strategy: Strategy, seed: int | None, rng_seed: int,
+                         options: dict | None = None) -> list[dict[str, Any]]:
     """Reset ``env`` with ``seed`` and label every round's batch with ``strategy``.
 
     Each round the strategy sees ``env.unwrapped.pool_state()`` and chooses ``per_round`` rows
     with ``np.random.default_rng(rng_seed)`` (one generator for the whole episode), which
-    ``env.unwrapped.label(rows)`` labels. Returns one dict per round, round 0 being the state
+    ``env.unwrapped.label(rows)`` labels. ``options`` go to ``reset`` (e.g. ``{"episode_seed": s}``
+    to replay an episode by its episode seed, with ``seed=None``). Returns one dict per round, round 0 being the state
     after reset: ``round``, ``labeled``, ``test_top1``, ``val_top1``, ``balance``,
-    ``test_top1_<m>`` and ``contribution_<m>`` per modality, and ``select_s``, the wall-clock
+    ``test_top1_<m>``, ``contribution_<m>`` and ``weight_<m>`` per modality, and ``select_s``, the wall-clock
     seconds of the ``select`` call that led to the round (0.0 for round 0, which has none).
     """
     base = env.unwrapped
     rng = np.random.default_rng(rng_seed)
-    _, info = env.reset(seed=seed)
+    _, info = env.reset(seed=seed, options=options)
     modalities = tuple(base.modalities)
-    curve = [_record(info, modalities, 0.0)]
+    curve = [round_record(info, modalities, 0.0)]
     terminated = False
     while not terminated:
         state = base.pool_state()
@@ -49,6 +54,6 @@ def run_strategy_episode(env: gym.Env, strategy: Strategy, seed: int, rng_seed: 
         rows = strategy.select(state, base.budget, rng)
         select_s = time.perf_counter() - start
         _, _, terminated, truncated, info = base.label(rows)
-        curve.append(_record(info, modalities, select_s))
+        curve.append(round_record(info, modalities, select_s))
         terminated = terminated or truncated
     return curve
