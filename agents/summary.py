@@ -116,11 +116,13 @@ def write_curves(path: Path, rows: list[dict[str, Any]], agents: list[str], moda
     keys = [("test_top1", "fused")] + [(f"test_top1_{m}", m) for m in modalities]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], keys):
-        for agent in agents:
+        for i, agent in enumerate(agents):
             sizes, values = curves(rows, agent, key)
             mean, std = values.mean(0), values.std(0)
-            ax.plot(sizes, mean, label=agent, linewidth=1.5)
-            ax.fill_between(sizes, mean - std, mean + std, alpha=0.15)
+            # tab10 has ten colours; later agents reuse them dashed so no two lines look alike.
+            color = plt.get_cmap("tab10")(i % 10)
+            ax.plot(sizes, mean, label=agent, linewidth=1.5, color=color, linestyle="-" if i < 10 else "--")
+            ax.fill_between(sizes, mean - std, mean + std, alpha=0.12, color=color)
         ax.set_title(f"{title}: {label} top-1")
         ax.set_xlabel("labeled samples")
         ax.set_ylabel("test top-1")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,7 @@ def main(args: Args) -> Path:
     modalities = tuple(env.unwrapped.modalities)
     if args.resume:
         agent = ReinforceAgent.load(args.resume, device)
+        args = replace(args, **asdict(agent.config))  # the checkpoint's hyperparameters are in effect
     else:
         config = ReinforceConfig(**{f.name: getattr(args, f.name) for f in fields(ReinforceConfig)})
         agent = ReinforceAgent.from_env(env, config, seed=args.seed, device=device)

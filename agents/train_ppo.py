@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -171,13 +171,14 @@ class EvalCallback(BaseCallback):
               f"AULC {summary['aulc']:.3f}, balance {summary['balance']:.3f} ({len(self.seeds)} seeds)")
 
     def _on_step(self) -> bool:
-        if self.eval_freq > 0 and self.num_timesteps - self._last >= self.eval_freq:
+        # The last rollout's steps come before its update: that policy is evaluated at the end.
+        final = self.num_timesteps >= self.model._total_timesteps
+        if self.eval_freq > 0 and not final and self.num_timesteps - self._last >= self.eval_freq:
             self._evaluate()
         return True
 
     def _on_training_end(self) -> None:
-        if not self.history or self.history[-1][0] != self.num_timesteps:
-            self._evaluate()
+        self._evaluate()
         self.env.close()
 
 
@@ -204,6 +205,11 @@ def main(args: Args) -> Path:
     modalities = tuple(vec_env.get_attr("modalities")[0])
     if args.resume:
         model = algo.load(args.resume, env=vec_env, device=device)
+        # The checkpoint's hyperparameters are the ones in effect: log those.
+        kept = {k: getattr(model, k) for k in ("n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda",
+                                               "ent_coef", "vf_coef", "max_grad_norm", "learning_rate")}
+        kept["policy"] = "set" if isinstance(model.policy, tuple(SET_POLICIES.values())) else "mlp"
+        args = replace(args, **{k: v for k, v in kept.items() if isinstance(v, (int, float, str))})
     else:
         policy_kwargs = json.loads(args.policy_kwargs)
         model = algo(

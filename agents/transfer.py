@@ -101,10 +101,10 @@ def main(args: Args) -> dict[str, dict[str, float]]:
         rows["random"] = summarize(evaluate(env, RandomAgent(args.eval_seed), seeds))
         rows["first (top-b by q)"] = summarize(evaluate(env, FirstAgent(), seeds))
     print(f"{args.env_id}, seeds {seeds[0]}..{seeds[-1]}")
-    print(f"{'agent':<24} {'test top-1':>16} {'AULC':>16} {'balance':>8}")
+    print(f"{'agent':<24} {'test top-1':>15} {'AULC':>15} {'balance':>8}")
     for name, s in rows.items():
-        print(f"{name:<24} {s['top1']:.3f} +- {s['top1_std']:.3f}   {s['aulc']:.3f} +- {s['aulc_std']:.3f}"
-              f"   {s['balance']:.3f}")
+        top1, area = f"{s['top1']:.3f} +- {s['top1_std']:.3f}", f"{s['aulc']:.3f} +- {s['aulc_std']:.3f}"
+        print(f"{name:<24} {top1:>15} {area:>15} {s['balance']:>8.3f}")
     return rows
 
 

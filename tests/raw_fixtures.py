@@ -85,11 +85,12 @@ def make_food101(root: Path, layout: str = "txt", train_per_class: int = 8, test
 
 def make_audiovisual(root: Path, name: str, list_format: str = "split", train_per_class: int = 8,
                      test_per_class: int = 2, frames: int = 4, truncated_wav: bool = False,
-                     silent_wav: bool = False, bad_frame: bool = False) -> Path:
+                     silent_wav: bool = False, bad_frame: bool = False, clip_folders: bool = False) -> Path:
     """KineticsSound / VGGSound layout: split lists or one CSV, ``frames/<id>/frame_*.jpg``, ``audio/<id>.wav``.
 
     With ``list_format="csv"`` the test clips' media go under ``frames/test/`` and ``audio/test/``,
-    the other placement the reader accepts.
+    another placement the reader accepts; with ``clip_folders`` every clip's frames and wav share
+    one folder, ``<split>/<id>/``.
     """
     root.mkdir(parents=True, exist_ok=True)
     lists = {"train": [], "test": []}
@@ -109,9 +110,11 @@ def make_audiovisual(root: Path, name: str, list_format: str = "split", train_pe
                     csv_rows.append([ytid, start, label, split])
                     sub = split if split == "test" else ""
                 seed = 1000 * c + 10 * i + 5 * (split == "test")
+                frame_dir = root / split / cid if clip_folders else root / "frames" / sub / cid
                 for f in range(frames):
-                    write_image(root / "frames" / sub / cid / f"frame_{f}.jpg", c, seed=seed + f)
-                write_wav(root / "audio" / sub / f"{cid}.wav", c, seed=seed)
+                    write_image(frame_dir / f"frame_{f}.jpg", c, seed=seed + f)
+                write_wav(root / split / cid / f"{cid}.wav" if clip_folders else root / "audio" / sub / f"{cid}.wav",
+                          c, seed=seed)
     if list_format == "split":
         for split, lines in lists.items():
             (root / f"{split}.txt").write_text("\n".join(lines) + "\n")

@@ -211,7 +211,7 @@ def test_features_env_on_malformed_cache_names_the_problem(tmp_path):
                                          ("RLMBA-KineticsSound-v0", "kinetics_sound"),
                                          ("RLMBA-VGGSound-v0", "vggsound")])
 def test_real_dataset_without_cache_says_where_and_how(tmp_path, env_id, key):
-    with pytest.raises(FileNotFoundError, match=f"no {key} feature cache under {tmp_path / key}"):
+    with pytest.raises(FileNotFoundError, match=f"no {key} feature cache under {tmp_path / key}.*rlmba prepare {key} --raw"):
         gym.make(env_id, data_root=str(tmp_path))
 
 

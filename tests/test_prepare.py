@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import rlmba_env  # noqa: F401
-from raw_fixtures import make_audiovisual, make_food101
+from raw_fixtures import make_audiovisual, make_food101, truncate
 from rlmba_env.cli import main
 from rlmba_env.data import prepare as prepare_module
 from rlmba_env.data.cache import is_cache, load_dataset
+from rlmba_env.data.kinetics_sound import list_kinetics_sound
 from rlmba_env.data.prepare import PrepareConfig, carve_val, prepare, work_dir
 from rlmba_env.data.raw import PrepareError
 
@@ -132,6 +133,14 @@ def test_vggsound_single_csv_with_split_subfolders_gives_a_cache_the_env_plays(t
     _play_one_episode("RLMBA-VGGSound-v0", tmp_path / "root")
 
 
+def test_clips_with_frames_and_wav_in_one_folder_per_split_are_found(tmp_path):
+    raw = make_audiovisual(tmp_path / "raw", "kinetics_sound", clip_folders=True)
+    listing = list_kinetics_sound(raw)
+    assert [len(listing.splits[s]) for s in ("train", "test")] == [24, 6] and not listing.problems
+    clip = listing.splits["test"][0]
+    assert clip.inputs["visual"] == raw / "test" / clip.id and clip.inputs["audio"].parent == raw / "test" / clip.id
+
+
 class _Interrupt(Exception):
     pass
 
@@ -183,6 +192,17 @@ def test_empty_test_split_fails_naming_the_split(tmp_path):
     with pytest.raises(PrepareError, match="the test split would be empty"):
         _prepare("food101", raw, tmp_path / "food101")
     assert not (tmp_path / "food101").exists()
+
+
+def test_split_where_no_sample_decodes_fails_and_leaves_the_report(tmp_path):
+    raw = make_food101(tmp_path / "raw", test_per_class=1)
+    for image in (raw / "images" / "test").rglob("*.*"):
+        truncate(image)
+    with pytest.raises(PrepareError, match=r"the test split would be empty.*'image: unreadable': 3"):
+        _prepare("food101", raw, tmp_path / "food101")
+    assert not (tmp_path / "food101").exists()
+    report = json.loads((work_dir(tmp_path / "food101") / "prepare_report.json").read_text())
+    assert report["kept"]["test"] == 0 and len(report["skipped"]) == 3
 
 
 def test_existing_cache_is_not_overwritten_without_the_flag(tmp_path, capsys, food_raw, food_root):

@@ -17,10 +17,13 @@ a header and is skipped. For the one-CSV form the clip id on disk is the first o
 ``<ytid>_<start:06d>``, ``<ytid>_<start:06d>_<start+10:06d>``, ``<ytid>_<start>``, ``<ytid>``
 that has frames or audio.
 
-Media, per clip id (``<split>`` is ``train`` or ``test``; both placements may be mixed)::
+Media, per clip id (``<split>`` is ``train`` or ``test``; the placements may be mixed)::
 
-    DIR/frames/<id>/frame_*.jpg     or  DIR/frames/<split>/<id>/frame_*.jpg   (.jpg/.jpeg/.png)
-    DIR/audio/<id>.wav              or  DIR/audio/<split>/<id>.wav
+    DIR/frames/<id>/frame_*.jpg  or  DIR/frames/<split>/<id>/frame_*.jpg  or  DIR/<split>/<id>/frame_*.jpg
+    DIR/audio/<id>.wav           or  DIR/audio/<split>/<id>.wav           or  DIR/<split>/<id>/<id>.wav
+
+Frame files are the ``.jpg``/``.jpeg``/``.png`` files whose name starts with ``frame``
+(``frame_0.jpg``, ``frame_00001.jpg``, ``frame3.png``).
 
 Frames are taken in natural order (``frame_2`` before ``frame_10``); ``--frames N`` evenly
 spaced ones are encoded and their features averaged (unreadable ones are replaced by other
@@ -55,7 +58,7 @@ from rlmba_env.data.raw import (
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 0.1
 SILENCE_PEAK = 1e-4
-FRAME_PREFIX = "frame_"
+FRAME_PREFIX = "frame"
 
 
 def layout_help(name: str) -> str:
@@ -78,7 +81,7 @@ def read_frames(folder, frames: int = 3):
     folder = Path(folder)
     paths = frame_paths(folder)
     if not paths:
-        raise SampleError("missing", f"no {FRAME_PREFIX}*.jpg in {folder}")
+        raise SampleError("missing", f"no {FRAME_PREFIX}*.jpg / .png in {folder}")
     n = min(frames, len(paths))
     chosen = sorted(set(np.linspace(0, len(paths) - 1, n).round().astype(int).tolist()))
     order = chosen + [i for i in range(len(paths)) if i not in chosen]
@@ -189,9 +192,10 @@ def _rows(path: Path):
 
 
 def _media(raw: Path, split: str, cid: str) -> tuple[Path | None, Path | None]:
-    frames = next((d for d in (raw / "frames" / cid, raw / "frames" / split / cid) if d.is_dir()), None)
-    audio = next((a for a in (raw / "audio" / f"{cid}.wav", raw / "audio" / split / f"{cid}.wav")
-                  if a.is_file()), None)
+    frames = next((d for d in (raw / "frames" / cid, raw / "frames" / split / cid, raw / split / cid)
+                   if d.is_dir()), None)
+    audio = next((a for a in (raw / "audio" / f"{cid}.wav", raw / "audio" / split / f"{cid}.wav",
+                              raw / split / cid / f"{cid}.wav") if a.is_file()), None)
     return frames, audio
 
 

@@ -371,8 +371,8 @@ def prepare(config: PrepareConfig) -> Path:
     })
     for name, idx in splits.items():
         if len(idx) == 0:
-            why = (f"every train class has at most one sample, nothing to carve val from"
-                   if name == "val" and n_train else f"none of the listed samples could be encoded")
+            why = ("every train class has at most one sample, nothing to carve val from"
+                   if name == "val" and n_train else "none of the listed samples could be encoded")
             _fail_empty(work, report, f"{cfg.dataset}: the {name} split would be empty ({why}; "
                                       f"{len(problems)} samples skipped: {_summarise(problems)})")
     missing_classes = [c for i, c in enumerate(listing.classes) if not (labels["train"][pool] == i).any()]
