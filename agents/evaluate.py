@@ -1,11 +1,13 @@
 """Evaluate selection agents x seeds on an rlmba environment: TensorBoard, CSV, summary, plot.
 
     python agents/evaluate.py --agents random entropy badge rlmba-score --seeds 0 1 2 3 4
-    python agents/evaluate.py --agents random runs/<ppo run>/model.zip --env-id RLMBA-Synthetic-v0
+    python agents/evaluate.py --agents random ppo=runs/<ppo run>/model.zip pg=runs/<pg run>/agent.pt:online
     tensorboard --logdir runs/eval
 
-An agent is a strategy name (see ``rlmba_env.strategies.STRATEGIES``) or the path of a trained
-policy: an SB3 ``.zip`` (MaskablePPO) or a REINFORCE checkpoint. For a given seed every agent
+An agent is a strategy name (see ``rlmba_env.strategies.STRATEGIES``) or a trained policy,
+``[NAME=]PATH[:online]``: an SB3 ``.zip`` (MaskablePPO or PPO, from train_ppo.py) or a
+REINFORCE ``.pt`` (train_pg.py), played greedy; ``:online`` lets a REINFORCE agent keep
+learning during each campaign, as in the paper. For a given seed every agent
 starts from the same initial labeled set and the same round-0 model (the env replays its
 random draws from the seed whatever rows are picked).
 
@@ -27,20 +29,17 @@ import csv
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import tyro
 from tqdm.auto import tqdm
 
 import rlmba_env  # noqa: F401  (registers the env ids)
 from rlmba_env.strategies import make_strategy, run_strategy_episode
-from rlmba_env.strategies.runner import round_record
 from agents.tracking import hyperparameter_table
 from agents.summary import write_curves, write_summary
 
@@ -55,7 +54,7 @@ class Args:
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON (e.g. '{"image_noise": 1.0}')"""
     agents: tuple[str, ...] = DEFAULT_AGENTS
-    """strategy names and/or paths of trained policies (.zip for SB3, .pt for REINFORCE)"""
+    """strategy names and/or trained policies as [NAME=]PATH[:online] (.zip SB3, .pt REINFORCE)"""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """episode seeds; each agent plays one episode per seed"""
     out_dir: str = ""
@@ -85,38 +84,34 @@ def strategy_agent(name: str) -> EvalAgent:
     return EvalAgent(name, play, {"kind": "strategy", "strategy": name})
 
 
-def policy_agent(path: Path, device: str) -> EvalAgent:
-    """A trained MaskablePPO policy that picks candidates one step at a time (greedy)."""
-    from sb3_contrib import MaskablePPO
+def policy_agent(name: str, path: Path, device: str, online: bool) -> EvalAgent:
+    """A trained policy (SB3 ``.zip`` or REINFORCE ``.pt``), greedy; a REINFORCE agent marked
+    ``:online`` instead keeps learning during each campaign, a fresh copy per seed (the paper's
+    online setting)."""
+    from agents.transfer import load_agent as load_policy
+    from agents.transfer import transfer
 
-    model = MaskablePPO.load(path, device=device)
+    policy = load_policy(path, device)
 
     def play(env: gym.Env, seed: int) -> list[dict[str, Any]]:
-        base = env.unwrapped
-        obs, info = env.reset(seed=seed)
-        records = [round_record(info, base.modalities, 0.0)]
-        terminated, select_s = False, 0.0
-        while not terminated:
-            start = time.perf_counter()
-            action, _ = model.predict(obs, action_masks=base.action_masks(), deterministic=True)
-            select_s += time.perf_counter() - start
-            obs, reward, terminated, _, info = env.step(int(action))
-            if info["reward_terms"]:  # the round closed
-                records.append(round_record(info, base.modalities, select_s))
-                select_s = 0.0
-        return records
+        return transfer(policy, env, [seed], online=online)[0].rows
 
-    return EvalAgent(path.stem if path.stem != "model" else path.parent.name, play,
-                     {"kind": "maskable_ppo", "path": str(path)})
+    return EvalAgent(name, play, {"kind": type(policy).__name__, "path": str(path), "online": online})
 
 
 def load_agent(spec: str, device: str) -> EvalAgent:
-    path = Path(spec)
-    if path.suffix == ".zip":
+    """``NAME=PATH[:online]`` or ``PATH[:online]`` for a trained policy, else a strategy name."""
+    name, _, target = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    target, online = (target[: -len(":online")], True) if target.endswith(":online") else (target, False)
+    path = Path(target)
+    if path.suffix in (".zip", ".pt"):
         if not path.is_file():
             raise FileNotFoundError(f"agent {spec!r}: no trained policy at {path}")
-        return policy_agent(path, device)
-    return strategy_agent(spec)
+        default = path.parent.name if path.stem in ("model", "agent") else path.stem
+        return policy_agent(name or default + (":online" if online else ""), path, device, online)
+    if name:
+        raise ValueError(f"agent {spec!r}: NAME=PATH needs a .zip or .pt policy file")
+    return strategy_agent(target)
 
 
 # -- files -----------------------------------------------------------------------------------

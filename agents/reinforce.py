@@ -20,6 +20,7 @@ from its own generators, never from torch's global RNG.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -206,16 +207,17 @@ class ReinforceAgent:
         if learn and deterministic:
             raise ValueError("learning needs sampled picks; pass deterministic=False")
         obs, info = env.reset(seed=seed)
-        recorder = EpisodeRecorder(seed, info)
-        recorder.result.final_info = info
+        recorder = EpisodeRecorder(seed, info, env.unwrapped.modalities)
         round_obs, round_picks, stats = [], [], []
         done = False
         while not done:
+            start = time.perf_counter()
             pick = self.act(obs, deterministic)
+            select_s = time.perf_counter() - start
             round_obs.append(obs)
             round_picks.append(pick)
             obs, reward, terminated, truncated, info = env.step(pick)
-            recorder.step(reward, info)
+            recorder.step(reward, info, select_s)
             self.steps += 1
             if info.get("reward_terms"):  # the round ended and paid its reward
                 if learn:

@@ -12,6 +12,7 @@ mean test top-1 over the campaign, in [0, 1].
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +23,9 @@ from gymnasium import spaces
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 
 from agents.envs import best_allowed
+from agents.summary import aulc
 from agents.tracking import episode_scalars
+from rlmba_env.strategies.runner import round_record
 
 
 class Agent(Protocol):
@@ -117,6 +120,9 @@ class EpisodeResult:
     reward_terms: dict[str, list[float]] = field(default_factory=dict)
     final_info: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """one :func:`~rlmba_env.strategies.runner.round_record` per round (round 0 first), as the
+    evaluation harness writes them; ``select_s`` is the agent's thinking time in that round"""
 
     @property
     def final_top1(self) -> float:
@@ -128,7 +134,7 @@ class EpisodeResult:
 
     @property
     def aulc(self) -> float:
-        return aulc(self.labeled, self.test_top1)
+        return float(aulc(self.labeled, self.test_top1))
 
     def scalars(self, modalities: tuple[str, ...]) -> dict[str, float]:
         """End-of-episode scalars under agents/tracking.py's tags, plus ``test/aulc``."""
@@ -140,27 +146,26 @@ class EpisodeResult:
         return out
 
 
-def aulc(labeled, top1) -> float:
-    """Trapezoid area under top-1 vs labels, divided by the label span (mean top-1)."""
-    x, y = np.asarray(labeled, dtype=float), np.asarray(top1, dtype=float)
-    if x.size < 2 or x[-1] == x[0]:
-        return float(y[-1])
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
-
-
 class EpisodeRecorder:
     """Accumulates an :class:`EpisodeResult` from ``reset`` and ``step`` returns."""
 
-    def __init__(self, seed: int | None, info: dict[str, Any]):
-        self.result = EpisodeResult(seed=seed, labeled=[info["labeled"]], test_top1=[info["test_top1"]])
+    def __init__(self, seed: int | None, info: dict[str, Any], modalities: tuple[str, ...]):
+        self.modalities = tuple(modalities)
+        self.result = EpisodeResult(seed=seed, labeled=[info["labeled"]], test_top1=[info["test_top1"]],
+                                    rows=[round_record(info, self.modalities, 0.0)], final_info=info)
+        self._select_s = 0.0
 
-    def step(self, reward: float, info: dict[str, Any]) -> None:
+    def step(self, reward: float, info: dict[str, Any], select_s: float = 0.0) -> None:
+        """Record one step; ``select_s`` is the time the agent took to choose its pick."""
         r = self.result
         r.steps += 1
         r.episodic_return += float(reward)
+        self._select_s += select_s
         if info.get("reward_terms"):
             r.labeled.append(info["labeled"])
             r.test_top1.append(info["test_top1"])
+            r.rows.append(round_record(info, self.modalities, self._select_s))
+            self._select_s = 0.0
             for key, value in info["reward_terms"].items():
                 if key != "balance_weight":  # a constant, already in the hyperparameters
                     r.reward_terms.setdefault(key, []).append(float(value))
@@ -170,12 +175,14 @@ class EpisodeRecorder:
 def play_episode(env: gym.Env, agent: Agent, seed: int | None = None) -> EpisodeResult:
     """Play one episode with ``agent.act`` from ``env.reset(seed=seed)``."""
     obs, info = env.reset(seed=seed)
-    recorder = EpisodeRecorder(seed, info)
-    recorder.result.final_info = info
+    recorder = EpisodeRecorder(seed, info, env.unwrapped.modalities)
     done = False
     while not done:
-        obs, reward, terminated, truncated, info = env.step(agent.act(obs))
-        recorder.step(reward, info)
+        start = time.perf_counter()
+        pick = agent.act(obs)
+        select_s = time.perf_counter() - start
+        obs, reward, terminated, truncated, info = env.step(pick)
+        recorder.step(reward, info, select_s)
         done = terminated or truncated
     return recorder.result
 

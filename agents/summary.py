@@ -31,11 +31,13 @@ def curves(rows: list[dict[str, Any]], agent: str, key: str) -> tuple[np.ndarray
     return sizes, np.array([[p[1] for p in s] for s in series])
 
 
-def aulc(sizes: np.ndarray, top1: np.ndarray) -> np.ndarray:
-    """Normalised area under each seed's learning curve, shape (seeds,)."""
-    if sizes.size < 2:
-        return top1[:, 0]
-    return np.trapezoid(top1, sizes, axis=1) / (sizes[-1] - sizes[0])
+def aulc(sizes, top1):
+    """Trapezoidal area under test top-1 (last axis) against labels, divided by the label span:
+    the mean top-1 over the campaign, in [0, 1]. ``top1`` is one curve or (seeds, rounds)."""
+    x, y = np.asarray(sizes, dtype=float), np.asarray(top1, dtype=float)
+    if x.size < 2 or x[-1] == x[0]:
+        return y[..., -1]
+    return np.trapezoid(y, x, axis=-1) / (x[-1] - x[0])
 
 
 def iqm_intervals(scores: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict[str, tuple[float, float, float]]:
@@ -89,7 +91,7 @@ def write_summary(path: Path, rows: list[dict[str, Any]], agents: list[str], mod
             f"| {finals[agent].mean():.3f} ± {finals[agent].std():.3f} | {fp:.3f} [{flo:.3f}, {fhi:.3f}] "
             f"| {balances[agent].mean():.3f} |"
         )
-    per_modality = [f"| agent | " + " | ".join(f"final top-1 {m}" for m in modalities) + " |",
+    per_modality = ["| agent | " + " | ".join(f"final top-1 {m}" for m in modalities) + " |",
                     "|---|" + "---|" * len(modalities)]
     for agent in order:
         cells = []
