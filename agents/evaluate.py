@@ -55,8 +55,9 @@ class Args:
     """keyword arguments for gym.make, as JSON (e.g. '{"image_noise": 1.0}')"""
     agents: tuple[str, ...] = DEFAULT_AGENTS
     """strategy names and/or trained policies as [NAME=]PATH[:online] (.zip SB3, .pt REINFORCE)"""
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """episode seeds; each agent plays one episode per seed"""
+    seeds: tuple[int, ...] = (20000, 20001, 20002, 20003, 20004)
+    """episode seeds; each agent plays one episode per seed (the defaults are used by no training
+    script: train_ppo.py/train_pg.py train from --seed 1 and evaluate during training on 10000+)"""
     out_dir: str = ""
     """output folder (default runs/eval/<env_id>)"""
     device: str = "cpu"

@@ -2,6 +2,7 @@
 
     python benchmarks/al_quality.py                                  # AV-Digits, all strategies, 5 seeds
     python benchmarks/al_quality.py --env-id RLMBA-Synthetic-v0 --seeds 0 1 2
+    python benchmarks/al_quality.py --agents coreset margin ppo=runs/<run>/model.zip
 
 Runs (or resumes) the evaluation harness, then writes ``al_quality.md`` beside its outputs:
 fused (multimodal) test top-1 at each budget, as in the RL-MBA paper's tables, followed by
@@ -28,7 +29,7 @@ class BenchArgs:
     """keyword arguments for gym.make, as JSON"""
     agents: tuple[str, ...] = DEFAULT_AGENTS
     """strategies (or trained policies) to compare"""
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    seeds: tuple[int, ...] = (20000, 20001, 20002, 20003, 20004)
     """episode seeds"""
     out_dir: str = ""
     """output folder (default runs/eval/<env_id>)"""

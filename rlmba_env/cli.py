@@ -1,6 +1,7 @@
 """The ``rlmba`` command. One subcommand per job; ``rlmba COMMAND --help`` documents each.
 
     rlmba prepare DATASET --raw DIR    raw Food101 / KineticsSound / VGGSound -> feature cache
+    rlmba evaluate --agents ...         agents x seeds: TensorBoard, CSV, summary, plot
 
 Adding a subcommand: write ``add_<name>(subparsers)``, which adds its parser and sets
 ``func`` to a function taking the parsed arguments and returning an exit status, and append it
@@ -136,8 +137,28 @@ def _env_hint(dataset: str, out: Path) -> str:
     return f'gym.make("{env_id}", data_root="{out.parent}")  (or RLMBA_DATA={out.parent})'
 
 
+# -- rlmba evaluate --------------------------------------------------------------------------
+def add_evaluate(subparsers) -> None:
+    # The options are agents/evaluate.py's Args dataclass, parsed by tyro, so the command and
+    # the script can never disagree; argparse only hands the rest of the line over.
+    parser = subparsers.add_parser(
+        "evaluate", add_help=False,
+        help="agents x seeds on an env id: TensorBoard, results.csv, summary.md, curves.png",
+        description="Same options as python agents/evaluate.py (rlmba evaluate --help lists them).")
+    parser.set_defaults(func=_run_evaluate, pass_through=True)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import tyro
+
+    from agents.evaluate import Args, evaluate
+
+    evaluate(tyro.cli(Args, args=args.options, prog=f"{PROG} evaluate"))
+    return 0
+
+
 # -- the command -----------------------------------------------------------------------------
-SUBCOMMANDS: list[Callable] = [add_prepare]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlmba`` console script; returns the exit status."""
     from rlmba_env.data.raw import PrepareError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "pass_through", False):
+        args.options = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except (PrepareError, FileExistsError, FileNotFoundError) as e:

@@ -1,6 +1,7 @@
 """Small, fast fixtures shared by the tests."""
 
 import pytest
+import torch
 
 from rlmba_env.data.synthetic import make_synthetic
 
@@ -17,3 +18,13 @@ def small_dataset():
 @pytest.fixture
 def small_env_kwargs():
     return {**SMALL_PROTOCOL, "learner": dict(FAST_LEARNER)}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread, restored afterwards: tiny fits and forwards gain nothing
+    from intra-op threads, and on two busy cores waiting threads slow them 5-20x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

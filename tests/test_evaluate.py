@@ -80,3 +80,12 @@ def test_evaluate_script_runs_as_a_user_runs_it(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "summary.md").is_file() and "tensorboard --logdir" in out.stdout
+
+
+def test_rlmba_evaluate_command_runs_the_same_harness(tmp_path):
+    rlmba = Path(sys.executable).parent / "rlmba"
+    cmd = [str(rlmba), "evaluate", "--env-id", "RLMBA-Synthetic-v0", "--env-kwargs", json.dumps(TINY_ENV),
+           "--agents", "random", "--seeds", "0", "--out-dir", str(tmp_path), "--bootstrap-reps", "100"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "episodes" / "random__seed0.csv").is_file()

@@ -13,13 +13,7 @@ TINY = {"initial_labels": 10, "per_round": 2, "rounds": 2, "learner": {"epochs":
         "dataset": {"n_samples": 300, "n_classes": 3, "val_per_class": 5}}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small fits run 5x faster on one thread than on two busy ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def bandit_obs(right=3):

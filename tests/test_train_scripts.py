@@ -19,13 +19,7 @@ SYNTHETIC = {**PROTOCOL, "dataset": {"n_samples": 300, "n_classes": 3, "val_per_
 QUICK = ["--n-steps", "8", "--batch-size", "4", "--n-epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small fits run 5x faster on one thread than on two busy ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_script(script, *args, cwd):

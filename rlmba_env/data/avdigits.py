@@ -16,7 +16,6 @@ were never seen in ``pool`` or ``val``; ``val`` is stratified from the remaining
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rlmba_env.data.cache import file_sha256
 from rlmba_env.data.dataset import DatasetError, MultimodalDataset
 
 AUDIO_FILE = Path(__file__).resolve().parent / "avdigits_audio.npz"
@@ -31,14 +31,6 @@ AUDIO_SHA256 = "00b7b1545a5e5635886164c0c6cecb2919d494ea47d908f9c6bd573d93d5ca76
 REGENERATE_COMMAND = "python scripts/make_avdigits_audio.py"
 CLASSES = [str(d) for d in range(10)]
 _AUDIO_KEYS = ("features", "labels", "voice", "voice_names", "settings_json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_avdigits_audio(path: str | Path | None = None,
@@ -58,7 +50,7 @@ def load_avdigits_audio(path: str | Path | None = None,
     fix = f"regenerate it with: {REGENERATE_COMMAND} (and update AUDIO_SHA256 in {__name__})"
     if not path.is_file():
         raise DatasetError(f"AV-Digits audio features {path} are missing; {fix}")
-    found = _sha256(path)
+    found = file_sha256(path)
     if found != expected:
         raise DatasetError(
             f"AV-Digits audio features {path} have sha256 {found}, expected {expected}; {fix}"

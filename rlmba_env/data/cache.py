@@ -14,6 +14,7 @@ existing cache is never replaced unless ``overwrite=True`` is asked for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,15 @@ def default_data_root() -> Path:
     """``$RLMBA_DATA`` if set, else ``~/.cache/rlmba``."""
     env = os.environ.get("RLMBA_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rlmba"
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def is_cache(directory) -> bool:

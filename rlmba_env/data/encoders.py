@@ -26,12 +26,12 @@ interrupted prepare compares before it resumes.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rlmba_env.data.cache import file_sha256
 from rlmba_env.data.raw import PrepareError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,14 +74,6 @@ def build_encoder(kind: str, config: EncoderConfig):
     if kind == "audio":
         return LogMelStatsEncoder(config)
     raise ValueError(f"no encoder for modality kind {kind!r}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- images -----------------------------------------------------------------------------------
@@ -147,7 +139,7 @@ class ImageEncoder:
                 f"--weights {path} does not fit torchvision's {arch}: missing {missing[:3]}, "
                 f"unexpected {unexpected[:3]} (of {len(missing)} / {len(unexpected)})"
             )
-        digest = _sha256(path)
+        digest = file_sha256(path)
         return model, f"weights {path.name} (sha256 {digest[:12]})", f"file:{digest}"
 
     def describe(self) -> str:

@@ -12,7 +12,6 @@ so the caller's global RNG is untouched and a fit is reproducible from its seed 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
+from rlmba_env.seeding import forked_torch_rng
 
 
 @dataclass
@@ -102,17 +102,9 @@ class EvidentialLearner:
         self._epochs_done = 0  # epochs since the last cold fit; drives KL annealing
 
     # -- randomness -----------------------------------------------------------------------
-    @contextlib.contextmanager
     def _rng(self, seed: int):
-        """Fork the CPU RNG (and this device's RNG) and seed it: draws depend on ``seed`` only."""
-        if self.device.type == "cuda":
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            fork = torch.random.fork_rng(devices=[index], device_type="cuda")
-        else:
-            fork = torch.random.fork_rng(devices=[])
-        with fork:
-            torch.manual_seed(int(seed))
-            yield
+        """Draws (initialisation, dropout, minibatch order) inside depend on ``seed`` only."""
+        return forked_torch_rng(self.device, seed)
 
     def _init_parameters(self) -> None:
         for module in self.net.modules():

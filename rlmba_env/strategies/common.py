@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlmba_env.seeding import forked_torch_rng  # noqa: F401  (re-exported for the strategies)
 from rlmba_env.learner.model import MultimodalEvidentialNet
 from rlmba_env.strategies.base import PoolState
 
@@ -59,24 +60,6 @@ def draw_seed(rng: np.random.Generator) -> int:
 def torch_generator(rng: np.random.Generator, device: torch.device | str) -> torch.Generator:
     """A torch generator on ``device`` seeded from ``rng``."""
     return torch.Generator(device=device).manual_seed(draw_seed(rng))
-
-
-@contextlib.contextmanager
-def forked_torch_rng(device: torch.device | str, seed: int) -> Iterator[None]:
-    """Seed torch's global RNG (CPU and ``device``) inside a fork, for draws without a generator.
-
-    Dropout and ``nn.Module`` initialisation take no generator; inside this block they depend on
-    ``seed`` only, and the caller's global RNG state is restored on exit.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        fork = torch.random.fork_rng(devices=[index], device_type="cuda")
-    else:
-        fork = torch.random.fork_rng(devices=[])
-    with fork:
-        torch.manual_seed(int(seed))
-        yield
 
 
 @contextlib.contextmanager
