@@ -170,7 +170,7 @@ def evaluate(args: Args) -> Path:
     done = len(agents) * len(args.seeds) - len(todo)
     print(f"evaluating {len(agents)} agents x {len(args.seeds)} seeds on {args.env_id} -> {out_dir}"
           + (f" ({done} finished pairs skipped)" if done else ""))
-    for agent, seed in tqdm(todo, desc="agent x seed", unit="episode"):
+    for agent, seed in tqdm(todo, desc="agent x seed", unit="episode", disable=not todo):
         rows = agent.play(env, seed)
         rows = [{"agent": agent.name, "seed": seed, **row} for row in rows]
         text = hyperparameter_table(args) + "\n\n" + json.dumps(
