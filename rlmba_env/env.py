@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -22,10 +23,60 @@ from rlmba_env.round import (
     evaluate_round,
     state_entries,
 )
-from rlmba_env.selection.diversity import standardise
+from rlmba_env.selection import diversity as diversity_module
+from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.strategies.base import PoolState
 
 REWARDS = ("gain", "relative", "absolute")
+
+
+@dataclass
+class DeviceData:
+    """A dataset's arrays on one device, built once and shared by every env on that dataset
+    and device (the batched vector env's sub-envs, a ``relative`` reward's reference twin).
+
+    Features keep their storage dtype (float16 stays float16; float64 becomes float32); every
+    consumer converts per chunk. ``diversity`` is step 3's feature space
+    (:class:`~rlmba_env.selection.diversity.DiversitySpace`: exact for small pools, randomly
+    projected for large pools, see ``DiversitySpace.is_exact``).
+    """
+
+    features: dict[str, torch.Tensor]
+    diversity: DiversitySpace
+    labels: torch.Tensor
+    val_rows: torch.Tensor
+    test_rows: torch.Tensor
+
+
+_DEVICE_DATA: dict[tuple, tuple[weakref.ref, weakref.ref]] = {}
+
+
+def device_data(dataset: MultimodalDataset, device: torch.device, clusters: int) -> DeviceData:
+    """The :class:`DeviceData` of ``dataset`` on ``device`` for k-means with ``clusters``
+    clusters, reused while any env holds it."""
+    for key in [k for k, (d, v) in _DEVICE_DATA.items() if d() is None or v() is None]:
+        del _DEVICE_DATA[key]
+    pool_rows = len(dataset.splits["pool"])
+    exact = DiversitySpace.is_exact(pool_rows, clusters)
+    key = (id(dataset), str(device), pool_rows, exact, diversity_module.PROJECTION_DIMS)
+    if key in _DEVICE_DATA:
+        ds_ref, data_ref = _DEVICE_DATA[key]
+        data = data_ref()
+        if ds_ref() is dataset and data is not None:
+            return data
+    features = {}
+    for m, x in dataset.features.items():
+        t = torch.as_tensor(x, device=device)
+        features[m] = t if t.dtype in (torch.float16, torch.float32) else t.float()
+    data = DeviceData(
+        features=features,
+        diversity=DiversitySpace.build(features, pool_rows, clusters),
+        labels=torch.as_tensor(dataset.labels, device=device),
+        val_rows=torch.as_tensor(dataset.splits["val"], device=device),
+        test_rows=torch.as_tensor(dataset.splits["test"], device=device),
+    )
+    _DEVICE_DATA[key] = (weakref.ref(dataset), weakref.ref(data))
+    return data
 
 
 class CandidateSpace(spaces.Discrete):
@@ -152,6 +203,19 @@ class MultimodalALEnv(gym.Env):
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
     rows from the whole unlabeled pool (classic strategies, human-in-the-loop labeling).
 
+    ## Speed
+
+    Everything from training to the candidate set runs on ``device``: the features are put there
+    once (float16 features stay float16 and are converted per chunk), the pool is inferred in
+    large chunks, k-means works in chunked matrix products (exact k-means++ for small pools such
+    as AV-Digits', a random projection plus a lightweight coreset for large ones; see
+    :mod:`rlmba_env.selection.diversity`), and the candidate columns are computed once
+    per round, after which a pick only updates the ``coverage`` and ``picked`` columns on the
+    host. ``env.unwrapped.last_timings`` holds the last round's ``train_s`` and ``score_s``
+    (everything after training); with ``env.unwrapped.profile = True`` also ``infer_s``,
+    ``cluster_s`` and ``candidates_s``, the device synchronised at each phase boundary.
+    For many envs on one GPU see :class:`rlmba_env.vector.BatchedMultimodalALVectorEnv`.
+
     ## Version History
 
     - v0: initial release.
@@ -203,14 +267,13 @@ class MultimodalALEnv(gym.Env):
         self.budget = self.protocol.per_round
         self.n_candidates = kappa * self.budget
         # The whole dataset lives on the device once; rounds index into it.
-        self._features = {
-            m: torch.as_tensor(x, device=self.device).float() for m, x in dataset.features.items()
-        }
-        self._diversity_features = {m: standardise(x) for m, x in self._features.items()}
-        self._labels = torch.as_tensor(dataset.labels, device=self.device)
+        self._data = device_data(dataset, self.device, self.budget)
+        self._features = self._data.features
+        self._diversity = self._data.diversity
+        self._labels = self._data.labels
         self._pool = np.asarray(dataset.splits["pool"])
-        self._val_rows = torch.as_tensor(dataset.splits["val"], device=self.device)
-        self._test_rows = torch.as_tensor(dataset.splits["test"], device=self.device)
+        self._val_rows = self._data.val_rows
+        self._test_rows = self._data.test_rows
         self.learner = EvidentialLearner(
             dataset.feature_dims, dataset.n_classes, self.learner_config, self.device
         )
@@ -233,11 +296,14 @@ class MultimodalALEnv(gym.Env):
         self._labeled: np.ndarray | None = None
         self._round = 0
         self._picks: list[int] = []
+        self._picked = np.zeros(self.n_candidates, dtype=bool)
         self._result: RoundResult | None = None
+        self._host: _HostRound | None = None
         self._reference: np.ndarray | None = None
         self.episode_seed: int | None = None
         self._weights = torch.full((n_mod,), 1.0 / n_mod, device=self.device)
         self.last_timings: dict[str, float] = {}
+        self.profile = False
 
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -249,31 +315,16 @@ class MultimodalALEnv(gym.Env):
         round-0 model and see the same training seeds in later rounds.
         """
         super().reset(seed=seed)
-        options = options or {}
-        if "episode_seed" in options:
-            self.episode_seed = int(options["episode_seed"])
-        else:
-            self.episode_seed = int(self.np_random.integers(2**63 - 1))
-        self._episode_rng = np.random.default_rng(self.episode_seed)
-        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
-        self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
-        self._labeled[initial] = True
-        self._round = 0
-        self._picks = []
-        self._weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.device)
-        self.learner.reset(self._draw_seed())
+        self._start_episode(options)
         self._train_and_score()
-        self._reference = self._reference_curve() if self.reward_type == "relative" else None
-        return self._get_obs(), self._get_info(reward_terms={})
+        return self._finish_reset()
 
     def step(self, action):
         self._require_running()
         pos = self._check_action(action)
-        self._picks.append(pos)
-        if len(self._picks) < self.budget:
+        if not self._record_pick(pos):
             return self._get_obs(), 0.0, False, False, self._get_info(reward_terms={})
-        rows = self._result.candidates[self._picks].cpu().numpy()
-        return self._close_round(rows)
+        return self._close_round(self._picked_rows())
 
     def label(self, rows: Sequence[int]):
         """Close the current round by labeling ``rows`` (dataset row indices) chosen outside the env.
@@ -315,7 +366,7 @@ class MultimodalALEnv(gym.Env):
             f"{int(self._labeled.sum())} labeled, picks {len(self._picks)}/{self.budget}",
             f"  val top-1 {r.val.top1:.3f} (" + ", ".join(f"{m} {v:.3f}" for m, v in r.val.top1_modality.items())
             + f"), test top-1 {r.test.top1:.3f}",
-            "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(self.modalities, r.weights.tolist()))
+            "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(self.modalities, r.weights_list))
             + "; contributions " + ", ".join(f"{m} {c:+.3f}" for m, c in r.contributions.items())
             + f"; balance {r.balance:.2f}",
         ]
@@ -336,28 +387,96 @@ class MultimodalALEnv(gym.Env):
     def _labeled_rows(self) -> torch.Tensor:
         return torch.as_tensor(np.flatnonzero(self._labeled), device=self.device)
 
+    def _start_episode(self, options: dict | None) -> None:
+        """Everything ``reset`` does before the first fit (after seeding ``np_random``)."""
+        options = options or {}
+        if "episode_seed" in options:
+            self.episode_seed = int(options["episode_seed"])
+        else:
+            self.episode_seed = int(self.np_random.integers(2**63 - 1))
+        self._episode_rng = np.random.default_rng(self.episode_seed)
+        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
+        self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
+        self._labeled[initial] = True
+        self._n_labeled = int(initial.size)
+        self._round = 0
+        self._clear_picks()
+        self._weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.device)
+        self.learner.reset(self._draw_seed())
+
+    def _finish_reset(self):
+        """Everything ``reset`` does after the first round is scored."""
+        self._reference = self._reference_curve() if self.reward_type == "relative" else None
+        return self._get_obs(), self._get_info(reward_terms={})
+
+    def _record_pick(self, pos: int) -> bool:
+        """Record a checked pick; True when it is the round's last."""
+        self._picks.append(pos)
+        self._picked[pos] = True
+        self._pick_into_obs(pos)
+        return len(self._picks) >= self.budget
+
+    def _clear_picks(self) -> None:
+        self._picks = []
+        self._picked[:] = False
+
+    def _picked_rows(self) -> np.ndarray:
+        return self._host.rows[self._picks]
+
+    def _sync(self) -> None:
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def _train_and_score(self) -> None:
         t0 = time.perf_counter()
-        labeled = self._labeled_rows()
-        fit = self.learner.fit(self._features, self._labels, labeled, self._weights, self._draw_seed())
+        fit = self._fit()
+        self._sync()
         t1 = time.perf_counter()
+        self._score(fit)
+        self.last_timings = {"train_s": t1 - t0, "score_s": time.perf_counter() - t1, **self.last_timings}
+
+    def _fit(self):
+        """Step 1: train the learner on the labeled rows (draws the fit seed)."""
+        labeled = self._labeled_rows()
+        return self.learner.fit(self._features, self._labels, labeled, self._weights, self._draw_seed())
+
+    def _score(self, fit, alphas: torch.Tensor | None = None) -> None:
+        """Steps 2-5 after a fit (draws the k-means seed); ``alphas``: the learner's opinions
+        on every row when already computed."""
+        labeled = self._labeled_rows()
         unlabeled = torch.as_tensor(self._pool[~self._labeled[self._pool]], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(self._draw_seed())
+        timings = {} if self.profile else None
         self._result = evaluate_round(
-            self.learner, self._features, self._diversity_features, self._labels,
+            self.learner, self._features, self._diversity, self._labels,
             self._val_rows, self._test_rows, unlabeled, labeled, self._weights, fit,
             self.budget, self.n_candidates, self.beta, self.tau, self.epsilon,
-            self.kmeans_iterations, generator,
+            self.kmeans_iterations, generator, alphas=alphas, timings=timings,
         )
         self._weights = self._result.weights
-        self.last_timings = {"train_s": t1 - t0, "score_s": time.perf_counter() - t1}
+        self._host = _HostRound.from_result(self._result)
+        self._start_round_obs()
+        self.last_timings = {}
+        if timings is not None:
+            self.last_timings = {"infer_s": timings["infer_s"], "cluster_s": timings["cluster_s"],
+                                 "candidates_s": timings["score_s"]}
 
-    def _close_round(self, rows: np.ndarray):
+    def _begin_close(self, rows: np.ndarray) -> float:
+        """Label ``rows`` and start the next round; returns the val top-1 before it."""
         before = self._result.val.top1
         self._labeled[rows] = True
+        self._n_labeled += int(np.asarray(rows).size)
         self._round += 1
-        self._picks = []
+        self._clear_picks()
+        return before
+
+    def _close_round(self, rows: np.ndarray):
+        before = self._begin_close(rows)
         self._train_and_score()
+        return self._finish_close(before, rows)
+
+    def _finish_close(self, before: float, rows: np.ndarray):
+        """Reward, termination, observation and info of the round just scored."""
         r = self._result
         if self.reward_type == "gain":
             terms = {"top1_gain": r.val.top1 - before, "balance": r.balance,
@@ -390,7 +509,7 @@ class MultimodalALEnv(gym.Env):
         pos = int(a.reshape(()))
         if not 0 <= pos < self.n_candidates:
             raise ValueError(f"action {pos} is out of range: candidates are 0..{self.n_candidates - 1}")
-        if pos in self._picks:
+        if self._picked[pos]:
             raise ValueError(
                 f"candidate {pos} was already picked this round (mask it: obs['action_mask'][{pos}] == 0)"
             )
@@ -404,38 +523,48 @@ class MultimodalALEnv(gym.Env):
     # -- observation and info -----------------------------------------------------------------
     def _action_mask(self) -> np.ndarray:
         mask = np.zeros(self.n_candidates, dtype=np.int8)
-        mask[: self._result.candidates.shape[0]] = 1
-        mask[self._picks] = 0
+        mask[: self._host.rows.shape[0]] = 1
+        mask[self._picked] = 0
         return mask
 
-    def _get_obs(self) -> dict[str, np.ndarray]:
-        r = self._result
-        n = r.candidates.shape[0]
-        feats = r.candidate_features.clone()
+    def _start_round_obs(self) -> None:
+        """The ``candidates`` observation at round start, on the host; picks update it in place."""
+        h = self._host
         cols = self.candidate_columns
-        if self._picks:
-            picked = torch.as_tensor(self._picks, device=self.device)
-            feats[picked, cols.index("picked")] = 1.0
-            picked_per_cluster = torch.bincount(r.candidate_cluster[picked], minlength=r.cluster_size.shape[0])
-        else:
-            picked_per_cluster = torch.zeros_like(r.cluster_size)
-        covered = r.cluster_labeled + picked_per_cluster
-        coverage = covered / (r.cluster_labeled + r.cluster_size).clamp_min(1)
-        feats[:, cols.index("coverage")] = coverage[r.candidate_cluster].clamp(0, 1)
-        candidates = np.zeros((self.n_candidates, len(cols)), dtype=np.float32)
-        candidates[:n] = feats.cpu().numpy()
-        state = r.state.cpu().numpy().copy()
+        self._coverage_col, self._picked_col = cols.index("coverage"), cols.index("picked")
+        self._obs_candidates = np.zeros((self.n_candidates, len(cols)), dtype=np.float32)
+        self._obs_candidates[: h.rows.shape[0]] = h.features
+        self._picked_per_cluster = np.zeros_like(h.cluster_size)
+        self._obs_candidates[: h.rows.shape[0], self._coverage_col] = self._coverage(h.cluster)
+
+    def _coverage(self, clusters: np.ndarray) -> np.ndarray:
+        """Share of each of ``clusters`` labeled before or picked in this round."""
+        h = self._host
+        covered = h.cluster_labeled[clusters] + self._picked_per_cluster[clusters]
+        return np.clip(covered / np.maximum(h.cluster_labeled[clusters] + h.cluster_size[clusters], 1), 0, 1)
+
+    def _pick_into_obs(self, pos: int) -> None:
+        """A pick changes only its picked flag and the coverage of its cluster's candidates."""
+        h = self._host
+        self._picked_per_cluster[h.cluster[pos]] += 1.0
+        self._obs_candidates[pos, self._picked_col] = 1.0
+        same = np.flatnonzero(h.cluster == h.cluster[pos])
+        self._obs_candidates[same, self._coverage_col] = self._coverage(h.cluster[same])
+
+    def _get_obs(self) -> dict[str, np.ndarray]:
+        # From the round's host copy, updated per pick: no device work or transfer per step.
+        state = self._host.state.copy()
         state[0] = self._round / self.protocol.rounds
         state[1] = (self.budget - len(self._picks)) / self.budget
-        return {"candidates": candidates, "state": state, "action_mask": self._action_mask()}
+        return {"candidates": self._obs_candidates.copy(), "state": state, "action_mask": self._action_mask()}
 
     def _get_info(self, reward_terms: dict[str, float], labeled_rows: np.ndarray | None = None) -> dict[str, Any]:
         r = self._result
         info = {
             "round": self._round,
-            "labeled": int(self._labeled.sum()),
+            "labeled": self._n_labeled,
             "action_mask": self._action_mask(),
-            "candidate_rows": r.candidates.cpu().numpy().copy(),
+            "candidate_rows": self._host.rows.copy(),
             "top1": r.val.top1,
             "nll": r.val.nll,
             "ece": r.val.ece,
@@ -447,7 +576,7 @@ class MultimodalALEnv(gym.Env):
             info[f"top1_{m}"] = r.val.top1_modality[m]
             info[f"test_top1_{m}"] = r.test.top1_modality[m]
             info[f"contribution_{m}"] = r.contributions[m]
-        for m, w in zip(self.modalities, r.weights.tolist()):
+        for m, w in zip(self.modalities, r.weights_list):
             info[f"weight_{m}"] = w
         if labeled_rows is not None:
             info["labeled_rows"] = np.array(labeled_rows)
@@ -493,3 +622,26 @@ class MultimodalALEnv(gym.Env):
             "epsilon": self.epsilon,
             "device": str(self.device),
         }
+
+
+@dataclass
+class _HostRound:
+    """The round's candidate set on the host, copied once per round."""
+
+    rows: np.ndarray
+    features: np.ndarray
+    cluster: np.ndarray
+    cluster_labeled: np.ndarray
+    cluster_size: np.ndarray
+    state: np.ndarray
+
+    @classmethod
+    def from_result(cls, r: RoundResult) -> "_HostRound":
+        return cls(
+            rows=r.candidates.cpu().numpy(),
+            features=r.candidate_features.cpu().numpy(),
+            cluster=r.candidate_cluster.cpu().numpy(),
+            cluster_labeled=r.cluster_labeled.cpu().numpy(),
+            cluster_size=r.cluster_size.cpu().numpy(),
+            state=r.state.cpu().numpy(),
+        )

@@ -10,7 +10,8 @@ change as picks are made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,9 +19,9 @@ from rlmba_env.learner.evidential import ds_conflict, expected_probs, fuse, opin
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.selection.amcb import amcb_weights
 from rlmba_env.selection.candidates import top_candidates
-from rlmba_env.selection.diversity import fuse_features, kmeans, nearest_centroid
+from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.selection.efda import fused_uncertainty, selection_score
-from rlmba_env.selection.metrics import balance_score, ece, nll, shapley_contributions, top1
+from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
 
 STATE_CLIP = 10.0
 
@@ -88,6 +89,8 @@ class RoundResult:
     """Fused Dirichlet parameters of the unlabeled pool (n, K)."""
     pool_score: torch.Tensor
     """Score q of every unlabeled pool row (n,)."""
+    weights_list: list[float] = field(default_factory=list)
+    """``weights`` on the host."""
 
 
 def split_metrics(alphas: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, fusion: str,
@@ -111,10 +114,29 @@ def loss_slope(losses: list[float], window: int = 10) -> float:
     return (after - before) / max(abs(before), 1e-8)
 
 
+class _Clock:
+    """Wall time of the phases of a round into ``timings`` (when given), synchronising the
+    device at each mark so that queued GPU work is charged to the phase that queued it. With
+    ``timings`` None it does nothing: no synchronisation in the hot path."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device):
+        self.timings, self.device = timings, device
+        self.last = time.perf_counter() if timings is not None else 0.0
+
+    def __call__(self, phase: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[phase] = now - self.last
+        self.last = now
+
+
 def evaluate_round(
     learner: EvidentialLearner,
     features: dict[str, torch.Tensor],
-    diversity_features: dict[str, torch.Tensor],
+    diversity: DiversitySpace | dict[str, torch.Tensor],
     labels: torch.Tensor,
     val_rows: torch.Tensor,
     test_rows: torch.Tensor,
@@ -129,49 +151,80 @@ def evaluate_round(
     epsilon: float,
     kmeans_iterations: int,
     generator: torch.Generator,
+    alphas: torch.Tensor | None = None,
+    timings: dict[str, float] | None = None,
 ) -> RoundResult:
-    """Measure the freshly trained learner and score the unlabeled pool (steps 2-5)."""
+    """Measure the freshly trained learner and score the unlabeled pool (steps 2-5).
+
+    Args:
+        diversity: the env's :class:`~rlmba_env.selection.diversity.DiversitySpace` (a dict of
+            standardised features means the exact space).
+        alphas: the learner's opinions ``(M, N, K)`` on every dataset row when already
+            computed (the batched vector env infers all its learners at once); else the
+            learner is run over the rows this round needs.
+        timings: when given, filled with ``infer_s``, ``cluster_s`` and ``score_s``.
+
+    Everything up to the candidate set stays on the learner's device; the host receives the
+    validation and test metrics and, once at the end, the round state.
+    """
     modalities = tuple(features)
     fusion = learner.config.fusion
+    clock = _Clock(timings, labels.device)
+    if isinstance(diversity, dict):
+        diversity = DiversitySpace(diversity, scalable=False)
+
+    # Opinions of the rows this round needs, in large contiguous chunks when they are most of
+    # the dataset (no gathered copy of the features), else by row.
+    if alphas is None:
+        n_rows = labels.shape[0]
+        needed = val_rows.shape[0] + test_rows.shape[0] + unlabeled_rows.shape[0]
+        if needed * 2 >= n_rows:
+            alphas = learner.predict(features)  # every row, (M, N, K)
+        else:
+            val_alphas = learner.predict(features, val_rows)
+            test_alphas = learner.predict(features, test_rows)
+            pool_alphas = learner.predict(features, unlabeled_rows)
+    if alphas is not None:
+        val_alphas, test_alphas, pool_alphas = alphas[:, val_rows], alphas[:, test_rows], alphas[:, unlabeled_rows]
+    clock("infer_s")
 
     # Step 2, AMCB: weights from the gap between each modality alone and the fused model.
-    val_alphas = learner.predict(features, val_rows)
     val_labels = labels[val_rows]
-    before, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
-    unimodal = torch.tensor([before.top1_modality[m] for m in modalities], dtype=torch.float32)
-    weights = amcb_weights(unimodal, before.top1, tau=tau, epsilon=epsilon).to(labels.device)
+    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
+    weights = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels),
+                           tau=tau, epsilon=epsilon).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
-    balance = balance_score(contrib)
-    test, _ = split_metrics(learner.predict(features, test_rows), labels[test_rows], weights,
-                            fusion, modalities)
+    test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)
 
     # Steps 3-5 on the unlabeled pool.
-    pool_alphas = learner.predict(features, unlabeled_rows)
     fused_alpha = fuse(pool_alphas, weights, fusion)
-    beliefs, uncertainty = opinion(pool_alphas)  # (M, n, K), (M, n)
+    uncertainty = pool_alphas.shape[-1] / pool_alphas.sum(-1)  # u_m = K / S_m, (M, n)
     U = fused_uncertainty(fused_alpha)
 
-    x_pool = fuse_features(diversity_features, weights, unlabeled_rows)
+    x_pool = diversity.fused(weights, unlabeled_rows)
     k = min(budget, x_pool.shape[0])
-    centroids, distance, assign = kmeans(x_pool, k, generator, kmeans_iterations)
-    _, labeled_assign = nearest_centroid(fuse_features(diversity_features, weights, labeled_rows),
-                                         centroids)
+    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, kmeans_iterations)
+    del x_pool
+    _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
     cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
     cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+    clock("cluster_s")
 
     q = selection_score(uncertainty, weights, distance, beta)
     top = top_candidates(q, n_candidates)
 
     # Per-candidate columns, computed once per round.
-    probs = expected_probs(pool_alphas[:, top])  # (M, c, K)
+    top_alphas = pool_alphas[:, top]
+    beliefs, _ = opinion(top_alphas)  # (M, c, K)
+    probs = expected_probs(top_alphas)  # (M, c, K)
     m_count = len(modalities)
     conflict = torch.zeros(top.shape[0], device=q.device)
     disagreement = torch.zeros(top.shape[0], device=q.device)
     pairs = 0
     for i in range(m_count):
         for j in range(i + 1, m_count):
-            conflict += ds_conflict(pool_alphas[i, top], pool_alphas[j, top])
+            conflict += ds_conflict(top_alphas[i], top_alphas[j])
             disagreement += 0.5 * (probs[i] - probs[j]).abs().sum(-1)
             pairs += 1
     conflict /= pairs
@@ -179,7 +232,7 @@ def evaluate_round(
     d_max = distance.max().clamp_min(1e-12)
     columns = []
     for m in range(m_count):
-        columns += [uncertainty[m, top], beliefs[m, top].max(-1).values]
+        columns += [uncertainty[m, top], beliefs[m].max(-1).values]
     columns += [
         U[top],
         conflict,
@@ -191,21 +244,29 @@ def evaluate_round(
     ]
     cand_features = torch.stack(columns, dim=1).clamp(0.0, 1.0)
 
+    # One transfer of everything the state needs from the device.
+    host = torch.cat([weights.float(), contrib.float(), U.mean().view(1),
+                      (distance / d_max).mean().view(1)]).cpu()
+    weights_h = host[:m_count].tolist()
+    contrib_h = host[m_count : 2 * m_count].tolist()
+    mean_u, mean_d = host[2 * m_count :].tolist()
+    balance = balance_score(host[m_count : 2 * m_count])
     state = torch.tensor(
         [0.0, 0.0, val.top1, val.nll, val.ece, balance]
         + [val.top1_modality[m] - val.top1 for m in modalities]
-        + weights.tolist()
-        + contrib.tolist()
-        + [float(U.mean()), float((distance / d_max).mean()), loss_slope(fit.losses),
+        + weights_h
+        + contrib_h
+        + [mean_u, mean_d, loss_slope(fit.losses),
            float(torch.log1p(torch.tensor(fit.grad_norm)))],
         dtype=torch.float32,
     ).clamp(-STATE_CLIP, STATE_CLIP)
+    clock("score_s")
 
     return RoundResult(
         weights=weights,
         val=val,
         test=test,
-        contributions={m: float(c) for m, c in zip(modalities, contrib)},
+        contributions=dict(zip(modalities, contrib_h)),
         balance=float(balance),
         candidates=unlabeled_rows[top],
         candidate_features=cand_features,
@@ -218,4 +279,5 @@ def evaluate_round(
         pool_alphas=pool_alphas,
         pool_fused_alpha=fused_alpha,
         pool_score=q,
+        weights_list=weights_h,
     )

@@ -8,15 +8,22 @@ labeled rows are gathered once per fit, and nothing is copied to the host inside
 loop. Fits are warm-started across rounds unless configured otherwise, and every random draw
 (initialisation, dropout, minibatch order) comes from the ``seed`` argument inside a forked RNG,
 so the caller's global RNG is untouched and a fit is reproducible from its seed alone.
+
+The input standardisation statistics of a cold fit are those of every row of ``features``;
+they are computed once per features tensor (in chunks, for a million rows) and reused by
+later fits, since the features do not change between rounds. Inference runs over the rows in
+large chunks, converting float16 storage to float32 one chunk at a time.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
@@ -100,6 +107,8 @@ class EvidentialLearner:
         self.modalities = self.net.modalities
         self._fitted = False
         self._epochs_done = 0  # epochs since the last cold fit; drives KL annealing
+        self._stats_of: list | None = None  # weak references to the features the stats describe
+        self._stats: list[tuple[Tensor, Tensor]] = []
 
     # -- randomness -----------------------------------------------------------------------
     def _rng(self, seed: int):
@@ -153,9 +162,14 @@ class EvidentialLearner:
             if cold:
                 self._init_parameters()
                 # statistics of every row (labeled or not): the pool is known in pool-based AL
-                self.net.set_input_stats(features)
+                self._set_input_stats(features)
                 self._epochs_done = 0
             epochs = cfg.epochs if cold else cfg.warm_epochs
+            # standardise the labeled rows once per fit instead of once per epoch (same values)
+            standardised = self._stock_net()
+            if standardised:
+                x = {m: (v - getattr(self.net, f"input_mean_{i}")) / getattr(self.net, f"input_std_{i}")
+                     for i, (m, v) in enumerate(x.items())}
             # a fresh optimiser each fit: Adam's moments from last round's labeled set do not
             # describe this round's loss surface
             optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -170,7 +184,7 @@ class EvidentialLearner:
                     rows = order[lo : lo + batch] if order is not None else None
                     xb = x if rows is None else {m: v[rows] for m, v in x.items()}
                     yb = y if rows is None else y[rows]
-                    loss = self._loss(xb, yb, w, kl_coef)
+                    loss = self._loss(xb, yb, w, kl_coef, standardised)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -189,8 +203,56 @@ class EvidentialLearner:
             seconds=time.perf_counter() - start,
         )
 
-    def _loss(self, x: dict[str, Tensor], y: Tensor, weights: Tensor, kl_coef: float) -> Tensor:
-        alphas = self.net(x)
+    STATS_CHUNK_ROWS = 65536
+
+    def _set_input_stats(self, features: dict[str, Tensor]) -> None:
+        """The network's input standardisation from every row of ``features``, computed once
+        per features tensor (a later fit on the same, unmodified tensors copies the cache)."""
+        tensors = [features[m] for m in self.modalities]
+        current = self._stats_of is not None and all(
+            ref() is x and version == x._version for (ref, version), x in zip(self._stats_of, tensors)
+        )
+        if not current:
+            if all(x.shape[0] <= self.STATS_CHUNK_ROWS for x in tensors):
+                self.net.set_input_stats(features)  # exactly as before for small data
+                stats = [(getattr(self.net, f"input_mean_{i}").clone(), getattr(self.net, f"input_std_{i}").clone())
+                         for i in range(len(tensors))]
+            else:
+                from rlmba_env.selection.diversity import column_stats
+
+                stats = []
+                for x in tensors:
+                    mean, std = column_stats(x, self.STATS_CHUNK_ROWS)
+                    mean, std = mean.to(self.device), std.to(self.device)
+                    # constant columns would divide by zero
+                    stats.append((mean, torch.where(std > 1e-6, std, torch.ones_like(std))))
+            self._stats_of = [(weakref.ref(x), x._version) for x in tensors]
+            self._stats = stats
+        with torch.no_grad():
+            for i, (mean, std) in enumerate(self._stats):
+                getattr(self.net, f"input_mean_{i}").copy_(mean)
+                getattr(self.net, f"input_std_{i}").copy_(std)
+
+    def _stock_net(self) -> bool:
+        """Whether the network is the stock per-modality MLP (Linear, ReLU, Dropout; Linear head),
+        whose layers the fast training and inference paths call directly."""
+        net = self.net
+        return all(
+            isinstance(enc, nn.Sequential) and len(enc) == 3 and isinstance(enc[0], nn.Linear)
+            and isinstance(enc[1], nn.ReLU) and isinstance(enc[2], nn.Dropout) and isinstance(head, nn.Linear)
+            for enc, head in zip(net.encoders, net.heads)
+        )
+
+    def _loss(self, x: dict[str, Tensor], y: Tensor, weights: Tensor, kl_coef: float,
+              standardised: bool = False) -> Tensor:
+        if standardised:
+            # the network's forward on inputs already standardised
+            alphas = torch.stack([
+                F.softplus(self.net.heads[i](self.net.encoders[i](x[m]))) + 1.0
+                for i, m in enumerate(self.modalities)
+            ])
+        else:
+            alphas = self.net(x)
         loss = sum(edl_loss(alphas[m], y, kl_coef) for m in range(alphas.shape[0]))
         if self.config.fused_loss_weight:
             fused = fuse(alphas, weights, self.config.fusion)
@@ -198,6 +260,31 @@ class EvidentialLearner:
         return loss
 
     # -- inference ------------------------------------------------------------------------
+    FOLD_MAX_OFFSET = 1e3
+    """largest |mean| / std of an input column for which the mean is folded into the bias"""
+
+    def _inference_layers(self) -> list[tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]] | None:
+        """Per modality ``(W1 / std, b1', centre, W2, b2)``: the network in eval mode with the
+        input standardisation folded into the first layer, so inference makes no elementwise
+        pass over the features. The mean goes into the bias ``b1' = b1 - (W1 / std) mean``
+        (``centre`` None) unless some column's ``|mean| / std`` exceeds :attr:`FOLD_MAX_OFFSET`,
+        where that would cancel badly in float32; then rows are centred first. None when the
+        network is not the stock per-modality MLP."""
+        net = self.net
+        if not self._stock_net():
+            return None
+        layers, offsets = [], []
+        for i in range(len(self.modalities)):
+            enc = net.encoders[i]
+            mean, std = getattr(net, f"input_mean_{i}"), getattr(net, f"input_std_{i}")
+            offsets.append((mean.abs() / std).max())
+            layers.append((enc[0].weight / std, enc[0].bias, mean, net.heads[i].weight, net.heads[i].bias))
+        fold = (torch.stack(offsets) <= self.FOLD_MAX_OFFSET).tolist()  # one host transfer
+        return [
+            (w1, b1 - w1 @ mean, None, w2, b2) if ok else (w1, b1, mean, w2, b2)
+            for (w1, b1, mean, w2, b2), ok in zip(layers, fold)
+        ]
+
     @torch.no_grad()
     def predict(
         self,
@@ -205,17 +292,31 @@ class EvidentialLearner:
         indices: Tensor | None = None,
         batch_size: int = 65536,
     ) -> Tensor:
-        """Per-modality Dirichlet parameters ``(M, n, K)`` of the rows ``indices`` (all rows if None)."""
+        """Per-modality Dirichlet parameters ``(M, n, K)`` of the rows ``indices`` (all rows if None).
+
+        Rows are taken in chunks of ``batch_size`` (contiguous slices when ``indices`` is None,
+        so no copy of float32 features is made) and converted to float32 per chunk.
+        """
         self.net.eval()
         idx = None if indices is None else self._as_index(indices)
         n = next(iter(features.values())).shape[0] if idx is None else idx.shape[0]
-        out = []
+        if n == 0:
+            return torch.empty(len(self.modalities), 0, self.n_classes, device=self.device)
+        layers = self._inference_layers()
+        # one output, filled per chunk (no list of chunk results to concatenate)
+        out = torch.empty(len(self.modalities), n, self.n_classes, device=self.device)
         for lo in range(0, n, batch_size):
             rows = slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]
-            out.append(self.net({m: features[m][rows].float() for m in self.modalities}))
-        if not out:
-            return torch.empty(len(self.modalities), 0, self.n_classes, device=self.device)
-        return torch.cat(out, dim=1)
+            if layers is None:
+                out[:, lo : lo + batch_size] = self.net({m: features[m][rows].float() for m in self.modalities})
+                continue
+            for i, (m, (w1, b1, centre, w2, b2)) in enumerate(zip(self.modalities, layers)):
+                x = features[m][rows].float()
+                if centre is not None:
+                    x = x - centre
+                h = F.linear(x, w1, b1).relu_()
+                out[i, lo : lo + batch_size] = F.softplus(F.linear(h, w2, b2)).add_(1.0)
+        return out
 
     # -- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict:

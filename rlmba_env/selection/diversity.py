@@ -3,15 +3,58 @@
 The pool's features are fused with the AMCB weights, clustered by k-means (k = b,
 k-means++ seeding, at most a few Lloyd iterations), and d(x) is each row's distance to its
 nearest centroid: rows far from every centroid are unlike the bulk of the pool. All distance
-work is done as matrix products in row chunks on the features' device, so memory stays
-bounded at any pool size.
+work is done as matrix products in row chunks of at most :data:`CHUNK_ELEMENTS` distances on
+the features' device, so memory stays bounded at any pool size.
+
+Two ways to cluster, chosen once per environment by the pool size (:class:`DiversitySpace`):
+
+- **exact** (at most :data:`EXACT_MAX_ROWS` pool rows and :data:`EXACT_MAX_WORK` rows x
+  clusters, e.g. AV-Digits' 2,820 x 10): standardised features, exact k-means++ seeding
+  (Arthur & Vassilvitskii, SODA 2007) over every row, then Lloyd iterations over every row.
+  Seeding is k sequential passes over the pool: fine for small pools, far too slow for
+  k = 1000 and a million rows (about 6 minutes per round at 100,000 rows on one core).
+- **scalable** (larger pools): two standard reductions, each with a guarantee on the k-means cost.
+  1. *Dimension*: the standardised features of each modality are multiplied once, when the env
+     is built, by a Gaussian random matrix to :data:`PROJECTION_DIMS` columns (Johnson-
+     Lindenstrauss; for k-means, Makarychev, Makarychev & Razenshteyn, STOC 2019: O(log(k/eps)
+     / eps^2) dimensions keep the cost of every k-clustering within 1 +- eps). Projection is
+     linear, so the AMCB-weighted fused projection of a round is sum_m sqrt(w_m) P_m: no pass
+     over the raw features per round. The price: one row's squared distance is kept only in
+     expectation, with a relative spread of about sqrt(2 / PROJECTION_DIMS) = 18%.
+  2. *Rows*: k-means++ seeding and the Lloyd iterations run on a lightweight coreset (Bachem,
+     Lucic & Krause, KDD 2018) of :func:`coreset_size` rows drawn i.i.d. with probability
+     q(x) = 1/(2n) + d(x, mean)^2 / (2 sum d^2) and weighted 1 / (m q(x)): a weighted k-means
+     solution on it is a good one on the whole pool. Only the final assignment, which gives
+     d(x) and the clusters, touches every row (one chunked pass, n x k x PROJECTION_DIMS).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 CHUNK_ROWS = 65536
+"""rows per chunk when a pass over the features is made (standardising, projecting)"""
+CHUNK_ELEMENTS = 1 << 24
+"""largest (rows x centroids) block of distances held at once (64 MiB of float32)"""
+ASSIGN_BLOCK_ELEMENTS = 1 << 22
+"""(rows x centroids) block of the scalable variant's assignment: small enough to stay in a
+CPU's cache between the matrix product and the minimum (about 2x faster than 64 MiB blocks)"""
+EXACT_MAX_ROWS = 20_000
+"""pools of up to this many rows are clustered exactly, if also within :data:`EXACT_MAX_WORK`"""
+EXACT_MAX_WORK = 500_000
+"""largest pool rows x clusters clustered exactly (AV-Digits: 2,820 x 10)"""
+PROJECTION_DIMS = 64
+"""columns of the random projection used by the scalable variant"""
+PROJECTION_SEED = 0
+"""seed of the projection matrix: fixed, so an env's diversity features are a function of its data"""
+CORESET_MIN_ROWS = 10_000
+"""fewest coreset draws of the scalable variant (or every row of a smaller pool)"""
+CORESET_ROWS_PER_CLUSTER = 10
+"""coreset draws per cluster above :data:`CORESET_MIN_ROWS`"""
+FOLD_MAX_OFFSET = 1e3
+"""largest |mean| / std of a column for which the centring is folded into the projection"""
 
 
 def fuse_features(
@@ -37,17 +80,137 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean(dim=0)) / std / (x.shape[1] ** 0.5)
 
 
+def column_stats(x: torch.Tensor, chunk: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and (biased) std of ``x`` as float32, in row chunks of any input dtype.
+
+    Two passes (mean, then squared deviations); each chunk is summed in float32 and the chunk
+    sums are accumulated in float64, so a million rows lose nothing; never holds more than one
+    float32 chunk of ``x``.
+    """
+    n = x.shape[0]
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for lo in range(0, n, chunk):
+        total += x[lo : lo + chunk].float().sum(0)
+    mean = total / n
+    mean32 = mean.float()
+    sq = torch.zeros_like(total)
+    for lo in range(0, n, chunk):
+        sq += (x[lo : lo + chunk].float() - mean32).square_().sum(0)
+    return mean32, (sq / n).sqrt().float()
+
+
+def random_projection(x: torch.Tensor, dims: int, generator: torch.Generator,
+                      chunk: int = CHUNK_ROWS) -> torch.Tensor:
+    """``standardise(x) @ R`` with ``R ~ N(0, 1/dims)`` of shape (d, dims), in row chunks.
+
+    ``E ||standardise(x_i - x_j) @ R||^2 = ||standardise(x_i - x_j)||^2``: squared distances are
+    kept in expectation (Johnson-Lindenstrauss). ``R`` is drawn on the CPU from ``generator``
+    so the projection is the same on every device.
+    """
+    d = x.shape[1]
+    mean, std = column_stats(x, chunk)
+    std = std.clamp_min(1e-6)
+    r = torch.randn(d, dims, generator=generator, dtype=torch.float32) / dims ** 0.5
+    # fold the standardisation into the projection: (x - mean) / s @ R = x @ (R / s) - mean @ (R / s),
+    # unless a column's mean dwarfs its spread (float32 would cancel): then centre each chunk
+    r = (r.to(x.device) / (std[:, None] * d ** 0.5)).contiguous()
+    centre = bool((mean.abs() / std).max() > FOLD_MAX_OFFSET)
+    offset = mean @ r
+    out = torch.empty(x.shape[0], dims, device=x.device, dtype=torch.float32)
+    for lo in range(0, x.shape[0], chunk):
+        block = x[lo : lo + chunk].float()
+        if centre:
+            torch.mm(block - mean, r, out=out[lo : lo + chunk])
+        else:
+            torch.sub(block @ r, offset, out=out[lo : lo + chunk])
+    return out
+
+
+@dataclass
+class DiversitySpace:
+    """The env's features for step 3, built once per env (:meth:`build`).
+
+    ``blocks`` holds, per modality, the standardised features (``scalable`` False) or their
+    random projections to :data:`PROJECTION_DIMS` columns (``scalable`` True), for every
+    dataset row.
+    """
+
+    blocks: dict[str, torch.Tensor]
+    scalable: bool
+
+    @staticmethod
+    def is_exact(pool_rows: int, clusters: int) -> bool:
+        """Whether a pool of ``pool_rows`` rows clustered into ``clusters`` is done exactly."""
+        return pool_rows <= EXACT_MAX_ROWS and pool_rows * clusters <= EXACT_MAX_WORK
+
+    @classmethod
+    def build(cls, features: dict[str, torch.Tensor], pool_rows: int, clusters: int,
+              dims: int | None = None) -> "DiversitySpace":
+        """The exact space when :meth:`is_exact`, else the projected one."""
+        dims = PROJECTION_DIMS if dims is None else dims
+        if cls.is_exact(pool_rows, clusters):
+            return cls({m: standardise(x) for m, x in features.items()}, scalable=False)
+        generator = torch.Generator().manual_seed(PROJECTION_SEED)
+        return cls({m: random_projection(x, dims, generator) for m, x in features.items()}, scalable=True)
+
+    def fused(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """AMCB-weighted fused diversity features of ``rows`` (all rows if None)."""
+        if not self.scalable:
+            return fuse_features(self.blocks, weights, rows)
+        out = None
+        for w, p in zip(weights, self.blocks.values()):
+            block = (p if rows is None else p[rows]) * w.sqrt()
+            out = block if out is None else out.add_(block)
+        return out
+
+    def nearest(self, x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance to and index of the nearest of ``centroids`` for every row of ``x``."""
+        return assign_to_centroids(x, centroids) if self.scalable else nearest_centroid(x, centroids)
+
+    def kmeans(self, x: torch.Tensor, k: int, generator: torch.Generator,
+               iterations: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """k-means of fused rows ``x``: exact or coreset-based (see the module docstring)."""
+        if self.scalable:
+            return coreset_kmeans(x, k, generator, iterations)
+        return kmeans(x, k, generator, iterations)
+
+
+def _chunk_rows(k: int) -> int:
+    return max(1, min(CHUNK_ROWS * 16, CHUNK_ELEMENTS // max(k, 1)))
+
+
 def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance to and index of the nearest centroid for every row, in chunks."""
     c_sq = (centroids * centroids).sum(1)
-    dists, assign = [], []
-    for start in range(0, x.shape[0], CHUNK_ROWS):
-        chunk = x[start : start + CHUNK_ROWS]
-        sq = (chunk * chunk).sum(1, keepdim=True) - 2.0 * chunk @ centroids.T + c_sq
-        d, a = sq.clamp_min(0).min(dim=1)
-        dists.append(d)
-        assign.append(a)
-    return torch.cat(dists).sqrt(), torch.cat(assign)
+    # outputs allocated once: appending per-chunk results between the large temporary blocks
+    # fragments the CPU heap (a million rows grew the resident set by gigabytes)
+    dists = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    assign = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    step = _chunk_rows(centroids.shape[0])
+    for start in range(0, x.shape[0], step):
+        chunk = x[start : start + step]
+        # in place, in the order x^2 - 2 x.c + c^2: one (rows, k) block per chunk
+        sq = torch.mm(chunk, centroids.T).mul_(2.0).neg_()
+        sq.add_((chunk * chunk).sum(1, keepdim=True)).add_(c_sq)
+        torch.min(sq.clamp_min_(0), dim=1, out=(dists[start : start + step], assign[start : start + step]))
+    return dists.sqrt_(), assign
+
+
+def assign_to_centroids(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`nearest_centroid` with one pass over each (rows, k) block: the row norm is
+    constant along a row, so the block is ``||c||^2 - 2 x.c`` (one GEMM) and ``||x||^2`` is
+    added after the minimum. Equal up to float rounding; used by the scalable variant, where the
+    blocks are large (the exact variant keeps :func:`nearest_centroid`'s arithmetic)."""
+    c_sq = (centroids * centroids).sum(1)
+    dists = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    assign = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    step = max(256, ASSIGN_BLOCK_ELEMENTS // max(centroids.shape[0], 1))
+    for start in range(0, x.shape[0], step):
+        chunk = x[start : start + step]
+        d, a = dists[start : start + step], assign[start : start + step]
+        torch.min(torch.addmm(c_sq, chunk, centroids.T, alpha=-2.0), dim=1, out=(d, a))
+        d.add_((chunk * chunk).sum(1))
+    return dists.clamp_min_(0).sqrt_(), assign
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -87,4 +250,86 @@ def kmeans(
         # An emptied cluster keeps its previous centre instead of collapsing to the origin.
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
     distance, assign = nearest_centroid(x, centroids)
+    return centroids, distance, assign
+
+
+def coreset_size(n: int, k: int) -> int:
+    """Rows of the lightweight coreset for ``n`` rows and ``k`` clusters."""
+    return min(n, max(CORESET_MIN_ROWS, CORESET_ROWS_PER_CLUSTER * k))
+
+
+def lightweight_coreset(x: torch.Tensor, m: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bachem, Lucic & Krause (KDD 2018), Algorithm 1: ``m`` i.i.d. draws with
+    ``q(x) = 1/(2n) + d(x, mean)^2 / (2 sum d^2)``, weight ``1 / (m q)``.
+
+    Returns the distinct drawn rows (ascending) and their weights, a row drawn j times
+    carrying j times the weight; the weights sum to about n.
+    """
+    n = x.shape[0]
+    mean = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for lo in range(0, n, CHUNK_ROWS):
+        mean += x[lo : lo + CHUNK_ROWS].sum(0, dtype=torch.float64)
+    mean = (mean / n).to(x.dtype)
+    d2 = torch.empty(n, dtype=x.dtype, device=x.device)
+    for lo in range(0, n, CHUNK_ROWS):
+        torch.sum((x[lo : lo + CHUNK_ROWS] - mean).square_(), 1, out=d2[lo : lo + CHUNK_ROWS])
+    total = d2.sum().clamp_min(torch.finfo(d2.dtype).tiny)
+    q = 0.5 / n + 0.5 * d2 / total
+    # m i.i.d. draws by inverse CDF (one cumulative sum and a binary search, on the device)
+    cdf = torch.cumsum(q, 0, dtype=torch.float64)
+    u = torch.rand(m, generator=generator, device=generator.device, dtype=torch.float64).to(x.device)
+    draws = torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_max_(n - 1)
+    rows, counts = torch.unique(draws, return_counts=True)
+    return rows, counts.to(x.dtype) / (m * q[rows])
+
+
+def weighted_kmeans_plus_plus(x: torch.Tensor, weight: torch.Tensor, k: int,
+                              generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding of weighted rows: draws proportional to ``weight * d^2``.
+
+    Indices of ``k`` distinct rows. ``x`` should be small (a coreset): each centre costs one
+    matrix-vector product over it. Draws are by inverse CDF (a cumulative sum and a binary
+    search, all on the device) from ``k`` uniforms drawn at once; nothing returns to the host.
+    """
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means++ needs 1 <= k <= rows, got k={k} for {n} rows")
+    u = torch.rand(k, generator=generator, device=generator.device, dtype=torch.float64).to(x.device)
+    x_sq = (x * x).sum(1)
+    available = weight.to(x.dtype).clone()
+    d2 = torch.ones_like(x_sq)  # the first centre is drawn by weight alone
+    chosen = torch.empty(k, dtype=torch.long, device=x.device)
+    for i in range(k):
+        cdf = torch.cumsum((d2 + 1e-12) * available, 0, dtype=torch.float64)
+        nxt = torch.searchsorted(cdf, (u[i] * cdf[-1]).view(1), right=True).clamp_max_(n - 1)
+        chosen[i : i + 1] = nxt
+        available[nxt] = 0
+        # index_select, not x[nxt[0]]: a 0-d index would be read back to the host
+        c = x.index_select(0, nxt).squeeze(0)
+        dist = torch.addmv(x_sq, x, c, alpha=-2.0).add_(x_sq.index_select(0, nxt)).clamp_min_(0)
+        d2 = dist if i == 0 else torch.minimum(d2, dist, out=d2)
+    return chosen
+
+
+def coreset_kmeans(
+    x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 5,
+    coreset_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scalable k-means: weighted k-means++ and Lloyd on a lightweight coreset, then one
+    chunked assignment of every row. Same returns as :func:`kmeans`."""
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= rows, got k={k} for {n} rows")
+    m = coreset_size(n, k) if coreset_rows is None else min(n, coreset_rows)
+    rows, weight = lightweight_coreset(x, m, generator)
+    if rows.shape[0] < k:  # fewer distinct draws than clusters (tiny pools): use every row
+        rows, weight = torch.arange(n, device=x.device), torch.ones(n, dtype=x.dtype, device=x.device)
+    xs = x[rows]
+    centroids = xs[weighted_kmeans_plus_plus(xs, weight, k, generator)].clone()
+    for _ in range(iterations):
+        _, assign = assign_to_centroids(xs, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, xs * weight[:, None])
+        mass = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, assign, weight)
+        centroids = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-12)[:, None], centroids)
+    distance, assign = assign_to_centroids(x, centroids)
     return centroids, distance, assign

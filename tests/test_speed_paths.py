@@ -1,0 +1,212 @@
+"""The fast paths of a round: scalable k-means, chunked statistics, folded inference, shared
+device data, float16 storage and per-pick observation updates."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlmba_env.data.synthetic import make_synthetic
+from rlmba_env.env import MultimodalALEnv
+from rlmba_env.learner.trainer import EvidentialLearner, LearnerConfig
+from rlmba_env.selection import diversity
+from rlmba_env.selection.diversity import (
+    DiversitySpace,
+    assign_to_centroids,
+    column_stats,
+    coreset_kmeans,
+    lightweight_coreset,
+    nearest_centroid,
+    random_projection,
+    weighted_kmeans_plus_plus,
+)
+
+PROTOCOL = {"initial_labels": 10, "per_round": 4, "rounds": 2}
+LEARNER = {"epochs": 10, "warm_epochs": 4, "hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_synthetic(n_samples=400, n_classes=4, dims=(8, 6), val_per_class=10, seed=3)
+
+
+def blobs(per_blob=200, seed=0):
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([c + 0.1 * torch.randn(per_blob, 2, generator=g) for c in centres])
+
+
+def test_small_pools_use_exact_kmeans_and_large_ones_the_scalable_variant(dataset):
+    assert DiversitySpace.is_exact(2820, 10)  # AV-Digits: results unchanged
+    assert not DiversitySpace.is_exact(100_000, 1000)
+    assert not DiversitySpace.is_exact(10_000, 100)
+    assert not MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)._diversity.scalable
+
+
+def test_coreset_kmeans_recovers_separated_blobs():
+    x = blobs()
+    _, distance, assign = coreset_kmeans(x, 4, torch.Generator().manual_seed(1), coreset_rows=100)
+    assert distance.max() < 1.0
+    assert all(block.unique().numel() == 1 for block in assign.view(4, -1))
+    assert assign.view(4, -1)[:, 0].unique().numel() == 4
+
+
+def test_lightweight_coreset_weights_estimate_the_row_count():
+    x = torch.randn(5000, 3, generator=torch.Generator().manual_seed(0))
+    rows, weight = lightweight_coreset(x, 800, torch.Generator().manual_seed(0))
+    assert torch.equal(rows, rows.unique()) and rows.max() < 5000
+    assert float(weight.sum()) == pytest.approx(5000, rel=0.15)
+
+
+def test_weighted_kmeans_plus_plus_picks_distinct_rows_with_weight():
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    weight = torch.ones(50)
+    weight[:10] = 0
+    chosen = weighted_kmeans_plus_plus(x, weight, 20, torch.Generator().manual_seed(0))
+    assert chosen.unique().numel() == 20 and chosen.min() >= 10
+
+
+def test_chunked_assignment_matches_one_block(monkeypatch):
+    x, c = torch.randn(1000, 5), torch.randn(7, 5)
+    d_ref, a_ref = nearest_centroid(x, c)
+    d_fast, a_fast = assign_to_centroids(x, c)
+    torch.testing.assert_close(d_fast, d_ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(a_fast, a_ref)
+    monkeypatch.setattr(diversity, "ASSIGN_BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(diversity, "CHUNK_ELEMENTS", 7 * 33)
+    assert torch.equal(assign_to_centroids(x, c)[1], a_ref)
+    d_chunked, a_chunked = nearest_centroid(x, c)
+    assert torch.equal(a_chunked, a_ref) and torch.equal(d_chunked, d_ref)
+
+
+def test_random_projection_keeps_squared_distances_on_average():
+    x = torch.randn(400, 256, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.5, 3, 256)
+    p = random_projection(x, 128, torch.Generator().manual_seed(0), chunk=64)
+    z = diversity.standardise(x)
+    i, j = torch.arange(0, 200), torch.arange(200, 400)
+    ratio = (p[i] - p[j]).square().sum(1) / (z[i] - z[j]).square().sum(1)
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.05)
+    assert float(ratio.std()) < 0.25
+
+
+def test_random_projection_centres_columns_with_a_large_offset():
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0)).double()
+    p = random_projection((x + 3e4).float(), 8, torch.Generator().manual_seed(0))  # |mean| / std ~ 3e4
+    q = random_projection(x.float(), 8, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(p, q, atol=3e-3, rtol=0)  # folding the mean in: 5e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_column_stats_in_chunks_match_torch(dtype):
+    x = (torch.randn(1000, 6) * 3 + 5).to(dtype)
+    mean, std = column_stats(x, chunk=97)
+    torch.testing.assert_close(mean, x.float().mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(std, x.float().std(0, unbiased=False), atol=1e-4, rtol=1e-4)
+
+
+def test_scalable_path_runs_an_episode(dataset, monkeypatch, one_torch_thread):
+    monkeypatch.setattr(diversity, "EXACT_MAX_ROWS", 10)
+    monkeypatch.setattr(diversity, "CORESET_MIN_ROWS", 50)
+    env = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
+    assert env._diversity.scalable
+    assert next(iter(env._diversity.blocks.values())).shape[1] == diversity.PROJECTION_DIMS
+    obs, _ = env.reset(seed=0)
+    terminated = False
+    while not terminated:
+        assert env.observation_space.contains(obs)
+        obs, _, terminated, _, info = env.step(int(np.flatnonzero(obs["action_mask"])[0]))
+    assert info["labeled"] == PROTOCOL["initial_labels"] + PROTOCOL["rounds"] * PROTOCOL["per_round"]
+
+
+def test_envs_on_one_dataset_share_the_device_data(dataset):
+    a = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
+    b = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
+    assert a._features is b._features and a._diversity is b._diversity
+
+
+def test_float16_features_stay_float16_and_score_like_float32(dataset, one_torch_thread):
+    half = make_synthetic(n_samples=400, n_classes=4, dims=(8, 6), val_per_class=10, seed=3)
+    half.features = {m: x.astype(np.float16) for m, x in half.features.items()}
+    env16 = MultimodalALEnv(half, PROTOCOL, learner=LEARNER)
+    assert all(x.dtype == torch.float16 for x in env16._features.values())
+    obs16, info16 = env16.reset(seed=1)
+    env32 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
+    obs32, info32 = env32.reset(seed=1)
+    assert info16["top1"] == pytest.approx(info32["top1"], abs=0.1)
+    assert obs16["candidates"].shape == obs32["candidates"].shape
+
+
+def test_input_statistics_are_computed_once_per_features_tensor(dataset, monkeypatch):
+    x = {m: torch.as_tensor(v) for m, v in dataset.features.items()}
+    y = torch.as_tensor(dataset.labels)
+    learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, LearnerConfig(**LEARNER))
+    calls = []
+    original = learner.net.set_input_stats
+    monkeypatch.setattr(learner.net, "set_input_stats", lambda f: (calls.append(1), original(f)))
+    rows, w = torch.arange(20), torch.tensor([0.5, 0.5])
+    learner.fit(x, y, rows, w, seed=0)
+    learner.fit(x, y, rows, w, seed=1)
+    assert len(calls) == 1
+    x["m0"].mul_(2.0)  # modified in place: the statistics are stale
+    learner.fit(x, y, rows, w, seed=2)
+    assert len(calls) == 2
+    torch.testing.assert_close(learner.net.input_mean_0, x["m0"].mean(0))
+
+
+def test_large_input_statistics_are_chunked_and_match(dataset, monkeypatch):
+    monkeypatch.setattr(EvidentialLearner, "STATS_CHUNK_ROWS", 64)
+    x = {m: torch.as_tensor(v) for m, v in dataset.features.items()}
+    learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, LearnerConfig(**LEARNER))
+    learner.fit(x, torch.as_tensor(dataset.labels), torch.arange(20), torch.tensor([0.5, 0.5]), seed=0)
+    torch.testing.assert_close(learner.net.input_mean_1, x["m1"].mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(learner.net.input_std_1, x["m1"].std(0, unbiased=False), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e5])
+def test_folded_inference_matches_the_network(dataset, offset):
+    """Inference folds the standardisation into the first layer; a column whose mean is huge
+    next to its spread is centred first instead, so float32 does not cancel."""
+    x = {m: torch.as_tensor(v) + offset for m, v in dataset.features.items()}
+    learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, LearnerConfig(**LEARNER))
+    learner.fit(x, torch.as_tensor(dataset.labels), torch.arange(40), torch.tensor([0.5, 0.5]), seed=0)
+    layers = learner._inference_layers()
+    assert all((centre is not None) == (offset > 0) for _, _, centre, _, _ in layers)
+    learner.net.eval()
+    with torch.no_grad():
+        expected = learner.net(x)
+    torch.testing.assert_close(learner.predict(x), expected, atol=1e-4, rtol=1e-4)
+    rows = torch.tensor([5, 3, 99])
+    torch.testing.assert_close(learner.predict(x, rows), expected[:, rows], atol=1e-4, rtol=1e-4)
+
+
+def test_per_pick_observation_updates_match_a_full_recomputation(dataset, one_torch_thread):
+    env = MultimodalALEnv(dataset, {"initial_labels": 10, "per_round": 6, "rounds": 1}, learner=LEARNER)
+    obs, _ = env.reset(seed=2)
+    for pos in (0, 3, 4):
+        obs, *_ = env.step(pos)
+    r = env._result
+    picked = torch.tensor(env._picks)
+    per_cluster = torch.bincount(r.candidate_cluster[picked], minlength=r.cluster_size.shape[0])
+    coverage = ((r.cluster_labeled + per_cluster) / (r.cluster_labeled + r.cluster_size).clamp_min(1)).clamp(0, 1)
+    cols = env.candidate_columns
+    n = r.candidates.shape[0]
+    np.testing.assert_array_equal(obs["candidates"][:n, cols.index("coverage")], coverage[r.candidate_cluster].numpy())
+    np.testing.assert_array_equal(np.flatnonzero(obs["candidates"][:, cols.index("picked")]), [0, 3, 4])
+
+
+def test_profile_reports_the_phases_of_a_round(dataset, one_torch_thread):
+    env = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
+    env.profile = True
+    env.reset(seed=0)
+    assert {"train_s", "score_s", "infer_s", "cluster_s", "candidates_s"} <= set(env.last_timings)
+
+
+def test_speed_benchmark_runs_as_a_script():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    out = subprocess.run([sys.executable, str(script), "--sizes", "1e3", "--skip-avdigits", "--skip-vector",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "One round at pool size N" in out.stdout and "BADGE / rlmba-score" in out.stdout
