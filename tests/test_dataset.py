@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import numpy as np
@@ -17,6 +18,15 @@ def _arrays(n=30, k=3):
         splits={"pool": np.arange(0, 20), "val": np.arange(20, 25), "test": np.arange(25, n)},
         classes=[f"c{i}" for i in range(k)],
     )
+
+
+@contextlib.contextmanager
+def tampered(tmp_path, filename):
+    """Save a valid cache to tmp_path/c and rewrite one of its .npz files as the block edits it."""
+    MultimodalDataset(**_arrays()).save(tmp_path / "c")
+    arrays = dict(np.load(tmp_path / "c" / filename))
+    yield arrays
+    np.savez(tmp_path / "c" / filename, **arrays)
 
 
 def test_valid_arrays_build_a_dataset():
@@ -92,41 +102,29 @@ def test_save_refuses_to_overwrite_an_existing_cache(tmp_path):
 
 
 def test_cache_with_mismatched_rows_names_the_cache(tmp_path):
-    ds = MultimodalDataset(**_arrays())
-    ds.save(tmp_path / "c")
-    feats = dict(np.load(tmp_path / "c" / "features.npz"))
-    feats["a"] = feats["a"][:-2]
-    np.savez(tmp_path / "c" / "features.npz", **feats)
+    with tampered(tmp_path, "features.npz") as feats:
+        feats["a"] = feats["a"][:-2]
     with pytest.raises(DatasetError, match=r"features\['a'\] \(cache .*c\) has 28 rows"):
         load_dataset(tmp_path / "c")
 
 
 def test_cache_with_nan_features_is_rejected(tmp_path):
-    ds = MultimodalDataset(**_arrays())
-    ds.save(tmp_path / "c")
-    feats = dict(np.load(tmp_path / "c" / "features.npz"))
-    feats["b"][3, 0] = np.nan
-    np.savez(tmp_path / "c" / "features.npz", **feats)
+    with tampered(tmp_path, "features.npz") as feats:
+        feats["b"][3, 0] = np.nan
     with pytest.raises(DatasetError, match=r"features\['b'\] \(cache .*\) row 3"):
         load_dataset(tmp_path / "c")
 
 
 def test_cache_with_out_of_range_labels_is_rejected(tmp_path):
-    ds = MultimodalDataset(**_arrays())
-    ds.save(tmp_path / "c")
-    targets = dict(np.load(tmp_path / "c" / "targets.npz"))
-    targets["labels"][0] = -1
-    np.savez(tmp_path / "c" / "targets.npz", **targets)
+    with tampered(tmp_path, "targets.npz") as targets:
+        targets["labels"][0] = -1
     with pytest.raises(DatasetError, match=r"labels \(cache .*\)\[0\] = -1"):
         load_dataset(tmp_path / "c")
 
 
 def test_cache_missing_a_modality_key_is_rejected(tmp_path):
-    ds = MultimodalDataset(**_arrays())
-    ds.save(tmp_path / "c")
-    feats = dict(np.load(tmp_path / "c" / "features.npz"))
-    del feats["b"]
-    np.savez(tmp_path / "c" / "features.npz", **feats)
+    with tampered(tmp_path, "features.npz") as feats:
+        del feats["b"]
     with pytest.raises(DatasetError, match="features.npz in cache .* has no array 'b'"):
         load_dataset(tmp_path / "c")
 
