@@ -44,7 +44,7 @@ import os
 import pickle
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 
@@ -312,10 +312,9 @@ def prepare(config: PrepareConfig) -> Path:
                         f"{cfg.dataset}: the {s} split would be empty: no usable sample listed under {raw}"
                         + (f" ({len(problems)} dropped: {_summarise(problems)})" if problems else ""))
 
-    enc_cfg = EncoderConfig(arch=cfg.arch, weights=cfg.weights, image_size=cfg.image_size,
-                            text_model=cfg.text_model, text_max_length=cfg.text_max_length,
-                            text_dim=cfg.text_dim, audio_seconds=cfg.audio_seconds, seed=cfg.seed,
-                            device=device)
+    # The encoder settings are PrepareConfig's fields of the same names (the CLI stays flat).
+    enc_cfg = EncoderConfig(device=device, **{f.name: getattr(cfg, f.name) for f in fields(EncoderConfig)
+                                              if f.name != "device"})
     encoders = {m: build_encoder(kind, enc_cfg) for m, kind in listing.modalities.items()}
     decoders = {m: partial(listing.decoders[m], frames=cfg.frames) if kind == "frames" else listing.decoders[m]
                 for m, kind in listing.modalities.items()}
