@@ -221,7 +221,7 @@ class MultimodalALEnv(gym.Env):
     - v0: initial release.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
     def __init__(
         self,
