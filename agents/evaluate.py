@@ -170,8 +170,14 @@ def evaluate(args: Args) -> Path:
     done = len(agents) * len(args.seeds) - len(todo)
     print(f"evaluating {len(agents)} agents x {len(args.seeds)} seeds on {args.env_id} -> {out_dir}"
           + (f" ({done} finished pairs skipped)" if done else ""))
+    rounds = env.unwrapped.protocol.rounds
     for agent, seed in tqdm(todo, desc="agent x seed", unit="episode", disable=not todo):
-        rows = agent.play(env, seed)
+        with tqdm(total=rounds, desc=f"{agent.name} seed {seed}", unit="round", leave=False) as bar:
+            env.unwrapped.round_callbacks.append(lambda info: bar.update())
+            try:
+                rows = agent.play(env, seed)
+            finally:
+                env.unwrapped.round_callbacks.pop()
         rows = [{"agent": agent.name, "seed": seed, **row} for row in rows]
         text = hyperparameter_table(args) + "\n\n" + json.dumps(
             {"agent": agent.description, "env": env.unwrapped.describe()}, default=str)

@@ -202,6 +202,8 @@ class MultimodalALEnv(gym.Env):
 
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
     rows from the whole unlabeled pool (classic strategies, human-in-the-loop labeling).
+    ``env.unwrapped.round_callbacks`` is a list of functions called with the ``info`` of every
+    closed round, whether it was closed by ``step`` or ``label``.
 
     ## Speed
 
@@ -304,6 +306,9 @@ class MultimodalALEnv(gym.Env):
         self._weights = torch.full((n_mod,), 1.0 / n_mod, device=self.device)
         self.last_timings: dict[str, float] = {}
         self.profile = False
+        # Called with the info of every closed round, however it was closed (step or label);
+        # progress bars and loggers hook in here without wrapping every way an agent plays.
+        self.round_callbacks: list = []
 
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -490,7 +495,10 @@ class MultimodalALEnv(gym.Env):
             terms = {"top1": r.val.top1}
             reward = r.val.top1
         terminated = self._round >= self.protocol.rounds
-        return self._get_obs(), float(reward), terminated, False, self._get_info(terms, rows)
+        info = self._get_info(terms, rows)
+        for callback in self.round_callbacks:
+            callback(info)
+        return self._get_obs(), float(reward), terminated, False, info
 
     def _require_running(self) -> None:
         if self._result is None:

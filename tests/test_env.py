@@ -274,3 +274,13 @@ def test_relative_reference_replays_the_agents_episode(small_dataset, tmp_path):
     _, info = env.reset(seed=9)
     reference = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert reference["curve"][0] == pytest.approx(info["top1"])
+
+
+def test_round_callbacks_see_every_closed_round_from_step_and_label(env):
+    seen = []
+    env.round_callbacks.append(lambda info: seen.append(info["round"]))
+    obs, _ = env.reset(seed=0)
+    for _ in range(env.budget):
+        obs, *_ = env.step(env.action_space.sample())
+    env.label(np.setdiff1d(env.dataset.splits["pool"], env.labeled_rows)[:env.budget])
+    assert seen == [1, 2]
