@@ -89,6 +89,16 @@ def clusters(rng, centres, sizes, spread=0.05):
     return x.astype(np.float32), np.repeat(np.arange(len(sizes)), sizes)
 
 
+def unvisited_cluster_state(centres, sizes, labeled_per_cluster, spread=0.05):
+    """A pool of three clusters whose first two hold the labeled rows; returns the state and the
+    rows of the third (unvisited) cluster."""
+    x, group = clusters(np.random.default_rng(0), centres, sizes, spread=spread)
+    labeled = np.concatenate([np.flatnonzero(group == g)[:labeled_per_cluster] for g in (0, 1)])
+    unlabeled = np.setdiff1d(np.arange(len(x)), labeled)
+    state = hand_state(identity_learner(len(centres[0]), 3), x, labeled, unlabeled)
+    return state, np.flatnonzero(group == 2)
+
+
 def random_hits(state, target_rows, budget, seeds=range(20)):
     """Mean number of ``target_rows`` among uniform random picks."""
     random = make_strategy("random")
@@ -178,13 +188,8 @@ def test_bald_picks_rows_where_dropout_passes_disagree():
 
 
 def test_coreset_covers_the_unvisited_cluster():
-    rng = np.random.default_rng(0)
-    x, group = clusters(rng, [np.array([1.0, 1.0]), np.array([1.0, 6.0]), np.array([8.0, 8.0])],
-                        [45, 45, 5])
-    labeled = np.concatenate([np.flatnonzero(group == 0)[:5], np.flatnonzero(group == 1)[:5]])
-    unlabeled = np.setdiff1d(np.arange(len(x)), labeled)
-    state = hand_state(identity_learner(2, 3), x, labeled, unlabeled)
-    far = np.flatnonzero(group == 2)
+    state, far = unvisited_cluster_state(
+        [np.array([1.0, 1.0]), np.array([1.0, 6.0]), np.array([8.0, 8.0])], [45, 45, 5], labeled_per_cluster=5)
     picks = make_strategy("coreset").select(state, 2, np.random.default_rng(0))
     assert np.isin(picks, far).sum() >= 1
     assert random_hits(state, far, 2) < 0.5
@@ -307,13 +312,8 @@ def test_deepfool_picks_rows_nearest_the_decision_boundary():
 
 
 def test_gcnal_picks_rows_unlike_the_labeled_set():
-    rng = np.random.default_rng(0)
     centres = [np.array([3.0, 0.0, 0.0, 0.0]), np.array([0.0, 3.0, 0.0, 0.0]), np.array([0.0, 0.0, 3.0, 0.0])]
-    x, group = clusters(rng, centres, [40, 40, 8], spread=0.3)
-    labeled = np.concatenate([np.flatnonzero(group == 0)[:10], np.flatnonzero(group == 1)[:10]])
-    unlabeled = np.setdiff1d(np.arange(len(x)), labeled)
-    state = hand_state(identity_learner(4, 3), x, labeled, unlabeled)
-    unlike = np.flatnonzero(group == 2)
+    state, unlike = unvisited_cluster_state(centres, [40, 40, 8], labeled_per_cluster=10, spread=0.3)
     picks = make_strategy("gcnal").select(state, 4, np.random.default_rng(0))
     assert np.isin(picks, unlike).sum() >= 3
     assert random_hits(state, unlike, 4) < 1
