@@ -17,9 +17,15 @@ Prints four tables:
    2 of an episode are timed (labeled sets of 2b and 3b rows) and their median reported, split
    into train / infer (the learner over every row) / cluster (k-means and the assignment of
    every pool row) / score (q, candidate set and its columns) / select (b picks). "overhead"
-   is everything but train, as a share of the round. Each N runs in its own process, on the
-   CPU and, when ``torch.cuda.is_available()``, on CUDA; peak memory is that process's maximum
-   resident set size (``resource``) and ``torch.cuda.max_memory_allocated``.
+   is everything but train, as a share of the round. The random agent draws its b picks from
+   the round's first mask before the round's clock starts, so "select" is the env's own cost
+   of b ``step`` calls. Each N runs in its own process, on the CPU and, when
+   ``torch.cuda.is_available()``, on CUDA, at each ``--precision`` (the env's ``precision``
+   argument; "val top-1" after the timed rounds shows what rounding changes); peak memory is
+   that process's maximum resident set size (``resource``) and
+   ``torch.cuda.max_memory_allocated``. For the scalable k-means a second small table compares
+   its batched k-means++ seeding with one-centre-at-a-time seeding on the same coreset: time,
+   and the k-means cost on the whole pool after the same Lloyd iterations.
 3. **Selection at pool size N**, after the timed rounds: ``rlmba-score`` (top b by the score q
    the env already computed; also shown with the env's cluster + score phases added), the
    RL-MBA policy's forward passes (an untrained ``agents.policies.SetScorer`` scoring the K
@@ -150,7 +156,32 @@ def timed(device: torch.device, fn):
     return time.perf_counter() - start, out
 
 
-def pool_worker(n: int, device_name: str, dtype: str) -> dict:
+def seeding_comparison(env) -> dict:
+    """Batched against sequential k-means++ seeding on the env's last round pool (scalable
+    variant): seeding time and whole-pool k-means cost after the env's Lloyd iterations."""
+    from rlmba_env.selection import diversity as div
+
+    space, r = env._diversity, env._result
+    x = space.fused(r.weights, r.pool_rows)
+    k = min(env.budget, x.shape[0])
+    rows, weight = div.lightweight_coreset(x, div.coreset_size(x.shape[0], k), torch.Generator().manual_seed(0))
+    xs = x[rows]
+    out = {}
+    for name, seed_fn in (("batched", div.weighted_kmeans_plus_plus),
+                          ("sequential", div.sequential_weighted_kmeans_plus_plus)):
+        seconds, chosen = timed(x.device, lambda: seed_fn(xs, weight, k, torch.Generator().manual_seed(1)))
+        centroids = xs[chosen].clone()
+        for _ in range(env.kmeans_iterations):
+            _, assign = div.assign_to_centroids(xs, centroids, space.gemm_dtype)
+            sums = torch.zeros_like(centroids).index_add_(0, assign, xs * weight[:, None])
+            mass = torch.zeros(k, dtype=xs.dtype, device=xs.device).index_add_(0, assign, weight)
+            centroids = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-12)[:, None], centroids)
+        distance, _ = div.assign_to_centroids(x, centroids)
+        out[name] = {"seconds": seconds, "cost": float(distance.square().sum())}
+    return out
+
+
+def pool_worker(n: int, device_name: str, dtype: str, precision: str) -> dict:
     from agents.policies import SetScorer
     from rlmba_env.env import MultimodalALEnv
     from rlmba_env.strategies import make_strategy
@@ -161,27 +192,30 @@ def pool_worker(n: int, device_name: str, dtype: str) -> dict:
     b = budget_for(n)
     gen_s, ds = timed(torch.device("cpu"), lambda: synthetic_pool(n, dtype=np.dtype(dtype)))
     protocol = {"initial_labels": b, "per_round": b, "rounds": 3}
-    setup_s, env = timed(device, lambda: MultimodalALEnv(ds, protocol, device=device))
+    setup_s, env = timed(device, lambda: MultimodalALEnv(ds, protocol, device=device, precision=precision))
     env.profile = True
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)  # round 0: also pays one-off costs (input statistics, allocator)
     rounds = []
     for _ in range(2):
+        # the random agent's b picks, drawn before the clock starts: "select" is the env's cost
+        picks = rng.permutation(np.flatnonzero(obs["action_mask"]))[:b].tolist()
         start = time.perf_counter()
-        for _ in range(b):
-            obs, *_ = env.step(int(rng.choice(np.flatnonzero(obs["action_mask"]))))
+        for pick in picks:
+            obs, _, _, _, info = env.step(pick)
         total = time.perf_counter() - start
         t = env.last_timings
         rounds.append({"train": t["train_s"], "infer": t["infer_s"], "cluster": t["cluster_s"],
                        "score": t["candidates_s"], "select": total - t["train_s"] - t["score_s"],
                        "round": total, "labeled": int(env._labeled.sum())})
-    result = {"n": n, "device": device_name, "b": b, "gen_s": gen_s, "setup_s": setup_s,
-              "exact_kmeans": not env._diversity.scalable}
+    result = {"n": n, "device": device_name, "precision": precision, "b": b, "gen_s": gen_s,
+              "setup_s": setup_s, "exact_kmeans": not env._diversity.scalable, "val_top1": info["top1"]}
     for key in ("train", "infer", "cluster", "score", "select", "round"):
         result[key] = statistics.median(r[key] for r in rounds)
     result["labeled"] = [r["labeled"] for r in rounds]  # rows the timed fits trained on
 
     result["peak_rss_env_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    result["seeding"] = None if result["exact_kmeans"] else seeding_comparison(env)
 
     # Selection after the timed rounds, on the round's pool state.
     state = env.pool_state()
@@ -212,47 +246,58 @@ def pool_worker(n: int, device_name: str, dtype: str) -> dict:
     return result
 
 
-def run_pool_worker(n: int, device: str, dtype: str, threads: int | None) -> dict | None:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), "--device", device, "--dtype", dtype]
+def run_pool_worker(n: int, device: str, dtype: str, precision: str, threads: int | None) -> dict | None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), "--device", device, "--dtype", dtype,
+           "--precision", precision]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    print(f"worker N={n} on {device} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+    print(f"worker N={n} on {device} at {precision} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
     return None
 
 
 def pool_tables(results: list[dict]) -> None:
     print("\n## One round at pool size N (median of rounds 1 and 2; seconds)\n")
-    print("| N | device | b | labeled | k-means | train | infer | cluster | score | select | round "
-          "| overhead | env setup | peak RSS GB (env / + strategies) | peak CUDA GB |")
-    print("|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| N | device | precision | b | labeled | k-means | train | infer | cluster | score | select | round "
+          "| overhead | val top-1 | env setup | peak RSS GB (env / + strategies) | peak CUDA GB |")
+    print("|---:|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         overhead = (r["round"] - r["train"]) / r["round"]
         cuda = f"{r['peak_cuda_gb']:.2f}" if r["peak_cuda_gb"] is not None else "-"
-        print(f"| {r['n']:.0e} | {r['device']} | {r['b']} | {'/'.join(map(str, r['labeled']))} "
+        print(f"| {r['n']:.0e} | {r['device']} | {r['precision']} | {r['b']} | {'/'.join(map(str, r['labeled']))} "
               f"| {'exact' if r['exact_kmeans'] else 'scalable'} | {r['train']:.3f} | {r['infer']:.3f} "
               f"| {r['cluster']:.3f} | {r['score']:.3f} | {r['select']:.3f} | {r['round']:.3f} "
-              f"| {100 * overhead:.0f}% | {r['setup_s']:.2f} | {r['peak_rss_env_gb']:.2f} / {r['peak_rss_gb']:.2f} | {cuda} |")
-    by_device: dict[str, list[dict]] = {}
+              f"| {100 * overhead:.0f}% | {r['val_top1']:.3f} | {r['setup_s']:.2f} | {r['peak_rss_env_gb']:.2f} / {r['peak_rss_gb']:.2f} | {cuda} |")
+    by_device: dict[tuple[str, str], list[dict]] = {}
     for r in results:
-        by_device.setdefault(r["device"], []).append(r)
-    for device, rs in by_device.items():
+        by_device.setdefault((r["device"], r["precision"]), []).append(r)
+    for (device, precision), rs in by_device.items():
         rs = sorted(rs, key=lambda r: r["n"])
         growth = ", ".join(f"{b['n']:.0e}->{a['n']:.0e}: x{a['round'] / b['round']:.1f} time for "
                            f"x{a['n'] / b['n']:.0f} rows" for b, a in zip(rs, rs[1:]))
         if growth:
-            print(f"\nround time growth on {device}: {growth}")
+            print(f"\nround time growth on {device} at {precision}: {growth}")
+
+    seeded = [r for r in results if r["seeding"]]
+    if seeded:
+        print("\n## Scalable k-means: batched against sequential k-means++ seeding (same coreset)\n")
+        print("| N | device | precision | k | batched s | sequential s | speed-up | cost after Lloyd, batched / sequential |")
+        print("|---:|---|---|---:|---:|---:|---:|---:|")
+        for r in seeded:
+            bat, seq = r["seeding"]["batched"], r["seeding"]["sequential"]
+            print(f"| {r['n']:.0e} | {r['device']} | {r['precision']} | {r['b']} | {bat['seconds']:.4f} "
+                  f"| {seq['seconds']:.4f} | {seq['seconds'] / bat['seconds']:.1f}x | {bat['cost'] / seq['cost']:.4f} |")
 
     print("\n## Selection at pool size N (seconds; ratio = time / rlmba-score's)\n")
-    print("| N | device | b | rlmba-score | + env cluster & score | policy (b forwards) | BADGE | BMMAL "
+    print("| N | device | precision | b | rlmba-score | + env cluster & score | policy (b forwards) | BADGE | BMMAL "
           "| BADGE / rlmba-score | BADGE / (rlmba-score + scoring) | BADGE / policy | BMMAL / rlmba-score |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         s = r["selection"]
-        print(f"| {r['n']:.0e} | {r['device']} | {r['b']} | {s['rlmba-score']:.4f} | {s['rlmba-score+scoring']:.3f} "
+        print(f"| {r['n']:.0e} | {r['device']} | {r['precision']} | {r['b']} | {s['rlmba-score']:.4f} | {s['rlmba-score+scoring']:.3f} "
               f"| {s['policy']:.3f} | {s['badge']:.3f} | {s['bmmal']:.3f} "
               f"| {s['badge'] / s['rlmba-score']:.0f}x | {s['badge'] / s['rlmba-score+scoring']:.1f}x "
               f"| {s['badge'] / s['policy']:.1f}x | {s['bmmal'] / s['rlmba-score']:.0f}x |")
@@ -332,6 +377,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", default=list(DEFAULT_SIZES), help="pool sizes N (tables 2, 3)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
                         help="storage dtype of the synthetic features")
+    parser.add_argument("--precision", nargs="*", default=["float32", "bfloat16"],
+                        choices=("float32", "bfloat16"), help="env precision(s) of tables 2 and 3")
     parser.add_argument("--n-envs", type=int, default=8, help="envs of the vectorised runs (table 4)")
     parser.add_argument("--vector-episodes", type=int, default=1)
     parser.add_argument("--skip-avdigits", action="store_true")
@@ -343,7 +390,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.worker is not None:
-        print("RESULT " + json.dumps(pool_worker(int(args.worker), args.device or "cpu", args.dtype)))
+        print("RESULT " + json.dumps(pool_worker(int(args.worker), args.device or "cpu", args.dtype,
+                                                 args.precision[0])))
         return
 
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -356,9 +404,10 @@ def main() -> None:
     results = []
     for size in args.sizes:
         for device in devices:
-            r = run_pool_worker(int(float(size)), device, args.dtype, args.threads)
-            if r is not None:
-                results.append(r)
+            for precision in args.precision:
+                r = run_pool_worker(int(float(size)), device, args.dtype, precision, args.threads)
+                if r is not None:
+                    results.append(r)
     if results:
         pool_tables(results)
     if not args.skip_vector:

@@ -28,6 +28,7 @@ from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.strategies.base import PoolState
 
 REWARDS = ("gain", "relative", "absolute")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -35,8 +36,13 @@ class DeviceData:
     """A dataset's arrays on one device, built once and shared by every env on that dataset
     and device (the batched vector env's sub-envs, a ``relative`` reward's reference twin).
 
-    Features keep their storage dtype (float16 stays float16; float64 becomes float32); every
-    consumer converts per chunk. ``diversity`` is step 3's feature space
+    With ``precision="float32"`` features keep their storage dtype (float16 stays float16;
+    float64 becomes float32) and every consumer converts per chunk. With ``"bfloat16"`` each
+    column is centred on its dataset mean and stored in bfloat16 (8 significant bits; centring
+    first keeps the rounding relative to a row's deviation, not to a large offset such as
+    log-mel energies around -40 dB): half the memory of float32, and the learner's first layer
+    and k-means' distance products run as bfloat16 matrix products. Centring changes no
+    distance and is absorbed by the learner's own input standardisation. ``diversity`` is step 3's feature space
     (:class:`~rlmba_env.selection.diversity.DiversitySpace`: exact for small pools, randomly
     projected for large pools, see ``DiversitySpace.is_exact``).
     """
@@ -51,32 +57,47 @@ class DeviceData:
 _DEVICE_DATA: dict[tuple, tuple[weakref.ref, weakref.ref]] = {}
 
 
-def device_data(dataset: MultimodalDataset, device: torch.device, clusters: int) -> DeviceData:
+def device_data(dataset: MultimodalDataset, device: torch.device, clusters: int,
+                precision: str = "float32") -> DeviceData:
     """The :class:`DeviceData` of ``dataset`` on ``device`` for k-means with ``clusters``
-    clusters, reused while any env holds it."""
+    clusters at ``precision``, reused while any env holds it."""
     for key in [k for k, (d, v) in _DEVICE_DATA.items() if d() is None or v() is None]:
         del _DEVICE_DATA[key]
     pool_rows = len(dataset.splits["pool"])
     exact = DiversitySpace.is_exact(pool_rows, clusters)
-    key = (id(dataset), str(device), pool_rows, exact, diversity_module.PROJECTION_DIMS)
+    key = (id(dataset), str(device), pool_rows, exact, diversity_module.PROJECTION_DIMS, precision)
     if key in _DEVICE_DATA:
         ds_ref, data_ref = _DEVICE_DATA[key]
         data = data_ref()
         if ds_ref() is dataset and data is not None:
             return data
-    features = {}
+    stored = {}
     for m, x in dataset.features.items():
         t = torch.as_tensor(x, device=device)
-        features[m] = t if t.dtype in (torch.float16, torch.float32) else t.float()
+        stored[m] = t if t.dtype in (torch.float16, torch.float32) else t.float()
+    gemm_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    # the diversity space from the stored values, before any rounding to bfloat16
+    diversity = DiversitySpace.build(stored, pool_rows, clusters, gemm_dtype=gemm_dtype)
+    features = {m: centred_bfloat16(t) for m, t in stored.items()} if precision == "bfloat16" else stored
+    del stored
     data = DeviceData(
         features=features,
-        diversity=DiversitySpace.build(features, pool_rows, clusters),
+        diversity=diversity,
         labels=torch.as_tensor(dataset.labels, device=device),
         val_rows=torch.as_tensor(dataset.splits["val"], device=device),
         test_rows=torch.as_tensor(dataset.splits["test"], device=device),
     )
     _DEVICE_DATA[key] = (weakref.ref(dataset), weakref.ref(data))
     return data
+
+
+def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
+    """``x`` minus its column means, in bfloat16, converted in row chunks (no float32 copy)."""
+    mean = diversity_module.column_mean(x)
+    out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    for lo in range(0, x.shape[0], diversity_module.CHUNK_ROWS):
+        out[lo : lo + diversity_module.CHUNK_ROWS] = x[lo : lo + diversity_module.CHUNK_ROWS].float() - mean
+    return out
 
 
 class CandidateSpace(spaces.Discrete):
@@ -196,6 +217,12 @@ class MultimodalALEnv(gym.Env):
     - ``tau``, ``epsilon``: AMCB softmax temperature and weight floor.
     - ``kmeans_iterations``: Lloyd iterations after k-means++ seeding.
     - ``device``: torch device of the classifier and all round computations.
+    - ``precision``: ``"float32"`` (default) or ``"bfloat16"``: features held on ``device``
+      centred and rounded to bfloat16, the learner's first layer at inference and k-means'
+      distance products in bfloat16 (training, scores and the chosen distances stay float32).
+      Half the feature memory and, on hardware with native bfloat16 (CPUs with AVX512-BF16 or
+      AMX, NVIDIA Ampere or newer), a faster round on large pools; elsewhere slower. Results
+      differ from float32 by rounding (see ``benchmarks/speed.py``).
     - ``render_mode``: ``None`` or ``"ansi"``.
     - ``reference_strategies``: strategy names whose mean curve the ``relative`` reward subtracts.
     - ``reference_cache``: folder of cached reference curves.
@@ -208,9 +235,10 @@ class MultimodalALEnv(gym.Env):
     ## Speed
 
     Everything from training to the candidate set runs on ``device``: the features are put there
-    once (float16 features stay float16 and are converted per chunk), the pool is inferred in
-    large chunks, k-means works in chunked matrix products (exact k-means++ for small pools such
-    as AV-Digits', a random projection plus a lightweight coreset for large ones; see
+    once (float16 features stay float16 and are converted per chunk; ``precision="bfloat16"``
+    stores them centred in bfloat16), the pool is inferred in large chunks, k-means works in
+    chunked matrix products (exact k-means++ for small pools such as AV-Digits', a random
+    projection plus a lightweight coreset and batched seeding for large ones; see
     :mod:`rlmba_env.selection.diversity`), and the candidate columns are computed once
     per round, after which a pick only updates the ``coverage`` and ``picked`` columns on the
     host. ``env.unwrapped.last_timings`` holds the last round's ``train_s`` and ``score_s``
@@ -241,6 +269,7 @@ class MultimodalALEnv(gym.Env):
         render_mode: str | None = None,
         reference_strategies: Sequence[str] = ("random",),
         reference_cache: str | None = None,
+        precision: str = "float32",
     ):
         if not isinstance(dataset, MultimodalDataset):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
@@ -250,6 +279,8 @@ class MultimodalALEnv(gym.Env):
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if not isinstance(kappa, int) or kappa < 1:
             raise ValueError(f"kappa must be a positive integer, got {kappa!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}")
         self.dataset = dataset
@@ -263,13 +294,14 @@ class MultimodalALEnv(gym.Env):
         self.kappa, self.beta, self.tau, self.epsilon = kappa, float(beta), float(tau), float(epsilon)
         self.kmeans_iterations = int(kmeans_iterations)
         self.device = torch.device(device)
+        self.precision = precision
         self.render_mode = render_mode
 
         self.modalities = dataset.modalities
         self.budget = self.protocol.per_round
         self.n_candidates = kappa * self.budget
         # The whole dataset lives on the device once; rounds index into it.
-        self._data = device_data(dataset, self.device, self.budget)
+        self._data = device_data(dataset, self.device, self.budget, precision)
         self._features = self._data.features
         self._diversity = self._data.diversity
         self._labels = self._data.labels
@@ -629,6 +661,7 @@ class MultimodalALEnv(gym.Env):
             "tau": self.tau,
             "epsilon": self.epsilon,
             "device": str(self.device),
+            "precision": self.precision,
         }
 
 

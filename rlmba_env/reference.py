@@ -35,6 +35,8 @@ def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
         "kmeans_iterations": env.kmeans_iterations,
         "strategies": list(env.reference_strategies),
         "episode_seed": int(episode_seed),
+        # only when not the default, so that curves cached before the option existed stay valid
+        **({"precision": env.precision} if env.precision != "float32" else {}),
     }
 
 
@@ -52,7 +54,8 @@ def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
 
     twin = MultimodalALEnv(env.dataset, env.protocol, learner=env.learner_config, reward="gain",
                            kappa=env.kappa, beta=env.beta, tau=env.tau, epsilon=env.epsilon,
-                           kmeans_iterations=env.kmeans_iterations, device=env.device)
+                           kmeans_iterations=env.kmeans_iterations, device=env.device,
+                           precision=env.precision)
     curves = [
         [r["val_top1"] for r in run_strategy_episode(twin, make_strategy(name), None, episode_seed,
                                                        options={"episode_seed": episode_seed})]

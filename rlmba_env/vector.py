@@ -35,7 +35,7 @@ from torch import Tensor
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.env import MultimodalALEnv
 from rlmba_env.learner.evidential import fuse, kl_to_uniform_dirichlet
-from rlmba_env.learner.trainer import EvidentialLearner, FitStats
+from rlmba_env.learner.trainer import EvidentialLearner, FitStats, first_layer
 from rlmba_env.protocols import Protocol
 from rlmba_env.seeding import forked_torch_rng
 
@@ -229,10 +229,8 @@ class BatchedEvidentialLearner:
             b2 = torch.stack([lay[i][4] for lay in layers])
             hidden = w2.shape[2]
             for lo in range(0, n_rows, batch_size):
-                xc = features[m][lo : lo + batch_size].float()
-                if centre is not None:
-                    xc = xc - centre
-                h = F.linear(xc, w1, b1).relu_().view(xc.shape[0], n_env, hidden).transpose(0, 1)
+                xc = features[m][lo : lo + batch_size]
+                h = first_layer(xc, w1, b1, centre).view(xc.shape[0], n_env, hidden).transpose(0, 1)
                 out[:, i, lo : lo + batch_size] = F.softplus(_batched_linear(h, w2, b2)).add_(1.0)
         for e in members:
             self.learners[e].net.eval()

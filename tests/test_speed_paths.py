@@ -210,3 +210,90 @@ def test_speed_benchmark_runs_as_a_script():
                           "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "One round at pool size N" in out.stdout and "BADGE / rlmba-score" in out.stdout
+
+
+def test_batched_seeding_is_deterministic_and_sequential_with_one_centre_a_round():
+    x = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    weight = torch.rand(300, generator=torch.Generator().manual_seed(1)) + 0.1
+    a = weighted_kmeans_plus_plus(x, weight, 40, torch.Generator().manual_seed(2))
+    b = weighted_kmeans_plus_plus(x, weight, 40, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and a.unique().numel() == 40
+    # rounds = k - 1 draws every centre after the first alone: classic k-means++
+    seq = diversity.sequential_weighted_kmeans_plus_plus(x, weight, 40, torch.Generator().manual_seed(2))
+    assert torch.equal(seq, weighted_kmeans_plus_plus(x, weight, 40, torch.Generator().manual_seed(2), rounds=39))
+    with pytest.raises(ValueError, match="rounds"):
+        weighted_kmeans_plus_plus(x, weight, 4, torch.Generator(), rounds=0)
+
+
+def test_batched_seeding_finds_separated_blobs_as_often_as_sequential_seeding():
+    # 64 tight, well-separated blobs: a batch of 8 unfiltered draws would often put two
+    # centres in one blob; the rejection step keeps seeding as good as one-at-a-time k-means++
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(64, 8, generator=g) * 20
+    x = centres.repeat_interleave(30, 0) + 0.1 * torch.randn(64 * 30, 8, generator=g)
+    weight = torch.ones(x.shape[0])
+
+    def cost(chosen):
+        return float(nearest_centroid(x, x[chosen])[0].square().sum())
+
+    seeds = range(10)
+    batched = [cost(weighted_kmeans_plus_plus(x, weight, 64, torch.Generator().manual_seed(s), rounds=8))
+               for s in seeds]
+    sequential = [cost(diversity.sequential_weighted_kmeans_plus_plus(x, weight, 64, torch.Generator().manual_seed(s)))
+                  for s in seeds]
+    random_rows = [cost(torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(s))[:64]) for s in seeds]
+    assert np.median(batched) < 1.2 * np.median(sequential)
+    assert np.median(sequential) < np.median(random_rows) / 5
+
+
+def test_bfloat16_assignment_chooses_a_nearest_centroid_and_measures_it_exactly():
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(5000, 16, generator=g), torch.randn(50, 16, generator=g)
+    d_ref, a_ref = assign_to_centroids(x, c)
+    d_low, a_low = assign_to_centroids(x, c, torch.bfloat16)
+    assert d_low.dtype == torch.float32
+    assert float((a_low == a_ref).float().mean()) > 0.95
+    # the distance returned is the exact distance to the centroid chosen, and that centroid
+    # is never more than rounding farther than the nearest one
+    torch.testing.assert_close(d_low, (x - c[a_low]).norm(dim=1), atol=1e-4, rtol=1e-4)
+    assert float((d_low - d_ref).max()) < 0.05 and float((d_low - d_ref).min()) > -1e-4
+
+
+def test_bfloat16_precision_centres_features_and_runs_like_float32(dataset, monkeypatch, one_torch_thread):
+    monkeypatch.setattr(diversity, "EXACT_MAX_ROWS", 10)
+    monkeypatch.setattr(diversity, "CORESET_MIN_ROWS", 50)
+    env16 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER, precision="bfloat16")
+    assert all(x.dtype == torch.bfloat16 for x in env16._features.values())
+    for m, x in env16._features.items():
+        raw = torch.as_tensor(dataset.features[m]).float()
+        torch.testing.assert_close(x.float(), raw - raw.mean(0), atol=0.02, rtol=0.01)
+    assert env16._diversity.scalable and env16._diversity.gemm_dtype == torch.bfloat16
+    assert env16.describe()["precision"] == "bfloat16"
+    env32 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
+    assert env16._features is not env32._features  # device data is kept per precision
+    obs16, info16 = env16.reset(seed=1)
+    obs32, info32 = env32.reset(seed=1)
+    assert env16.observation_space.contains(obs16)
+    assert info16["top1"] == pytest.approx(info32["top1"], abs=0.1)
+    terminated = False
+    while not terminated:
+        obs16, _, terminated, _, info16 = env16.step(int(np.flatnonzero(obs16["action_mask"])[0]))
+    assert info16["labeled"] == PROTOCOL["initial_labels"] + PROTOCOL["rounds"] * PROTOCOL["per_round"]
+
+
+def test_bfloat16_inference_matches_float32_up_to_rounding(dataset, one_torch_thread):
+    learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, LearnerConfig(**LEARNER), torch.device("cpu"))
+    features = {m: torch.as_tensor(x).float() for m, x in dataset.features.items()}
+    centred = {m: (x - x.mean(0)).bfloat16() for m, x in features.items()}
+    labels = torch.as_tensor(dataset.labels)
+    rows = torch.as_tensor(dataset.splits["pool"][:40])
+    learner.fit(centred, labels, rows, torch.tensor([0.5, 0.5]), seed=0)
+    low = learner.predict(centred)
+    reference = learner.predict({m: x.float() for m, x in centred.items()})
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, reference, rtol=0.03, atol=0.03)
+
+
+def test_unknown_precision_is_rejected(dataset):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER, precision="float16")

@@ -1,6 +1,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
@@ -166,3 +167,19 @@ def test_from_env_id_builds_the_registered_env(one_torch_thread):
     assert obs["candidates"].shape[:2] == (2, 5 * PROTOCOL["per_round"])
     assert vec.envs[0].dataset is vec.envs[1].dataset
     assert vec.envs[0]._features is vec.envs[1]._features  # one copy of the data on the device
+
+
+def test_bfloat16_envs_infer_in_one_batch_like_each_learner(dataset, one_torch_thread):
+    vec = make_vector(dataset, precision="bfloat16")
+    obs, _ = vec.reset(seed=0)
+    features = vec.envs[0]._features
+    assert all(x.dtype == torch.bfloat16 for x in features.values())
+    batched = vec.learner.predict_all(range(N_ENVS), features)
+    for i, env in enumerate(vec.envs):
+        torch.testing.assert_close(batched[i], env.learner.predict(features), rtol=1e-2, atol=1e-2)
+    rng = np.random.default_rng(0)
+    terminated = np.zeros(N_ENVS, dtype=bool)
+    while not terminated.any():
+        obs, _, terminated, _, infos = vec.step(random_actions(rng, vec.action_masks()))
+        assert vec.observation_space.contains(obs)
+    assert terminated.all()

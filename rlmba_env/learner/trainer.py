@@ -78,6 +78,21 @@ class FitStats:
     """wall-clock time of the fit"""
 
 
+def first_layer(x: Tensor, w1: Tensor, b1: Tensor, centre: Tensor | None) -> Tensor:
+    """``relu((x - centre) @ w1.T + b1)`` in float32 for a chunk of stored rows of any dtype.
+
+    bfloat16 rows (the env's ``precision="bfloat16"``, stored centred, so ``centre`` is None)
+    are multiplied as a bfloat16 product with no float32 copy of the chunk; other dtypes are
+    converted to float32 first.
+    """
+    if x.dtype == torch.bfloat16 and centre is None:
+        return F.linear(x, w1.to(torch.bfloat16)).float().add_(b1).relu_()
+    x = x.float()
+    if centre is not None:
+        x = x - centre
+    return F.linear(x, w1, b1).relu_()
+
+
 class EvidentialLearner:
     """Trains and queries a :class:`MultimodalEvidentialNet` on cached features.
 
@@ -311,10 +326,7 @@ class EvidentialLearner:
                 out[:, lo : lo + batch_size] = self.net({m: features[m][rows].float() for m in self.modalities})
                 continue
             for i, (m, (w1, b1, centre, w2, b2)) in enumerate(zip(self.modalities, layers)):
-                x = features[m][rows].float()
-                if centre is not None:
-                    x = x - centre
-                h = F.linear(x, w1, b1).relu_()
+                h = first_layer(features[m][rows], w1, b1, centre)
                 out[i, lo : lo + batch_size] = F.softplus(F.linear(h, w2, b2)).add_(1.0)
         return out
 

@@ -24,14 +24,17 @@ Two ways to cluster, chosen once per environment by the pool size (:class:`Diver
   2. *Rows*: k-means++ seeding and the Lloyd iterations run on a lightweight coreset (Bachem,
      Lucic & Krause, KDD 2018) of :func:`coreset_size` rows drawn i.i.d. with probability
      q(x) = 1/(2n) + d(x, mean)^2 / (2 sum d^2) and weighted 1 / (m q(x)): a weighted k-means
-     solution on it is a good one on the whole pool. Only the final assignment, which gives
-     d(x) and the clusters, touches every row (one chunked pass, n x k x PROJECTION_DIMS).
+     solution on it is a good one on the whole pool. The seeding draws its centres in
+     :data:`SEEDING_ROUNDS` batches instead of one at a time (:func:`weighted_kmeans_plus_plus`).
+     Only the final assignment, which gives d(x) and the clusters, touches every row (one
+     chunked pass, n x k x PROJECTION_DIMS).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 CHUNK_ROWS = 65536
@@ -53,6 +56,8 @@ CORESET_MIN_ROWS = 10_000
 """fewest coreset draws of the scalable variant (or every row of a smaller pool)"""
 CORESET_ROWS_PER_CLUSTER = 10
 """coreset draws per cluster above :data:`CORESET_MIN_ROWS`"""
+SEEDING_ROUNDS = 32
+"""batches of the scalable variant's k-means++ seeding (see :func:`weighted_kmeans_plus_plus`)"""
 FOLD_MAX_OFFSET = 1e3
 """largest |mean| / std of a column for which the centring is folded into the projection"""
 
@@ -88,15 +93,19 @@ def column_stats(x: torch.Tensor, chunk: int = CHUNK_ROWS) -> tuple[torch.Tensor
     float32 chunk of ``x``.
     """
     n = x.shape[0]
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    for lo in range(0, n, chunk):
-        total += x[lo : lo + chunk].float().sum(0)
-    mean = total / n
-    mean32 = mean.float()
-    sq = torch.zeros_like(total)
+    mean32 = column_mean(x, chunk)
+    sq = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for lo in range(0, n, chunk):
         sq += (x[lo : lo + chunk].float() - mean32).square_().sum(0)
     return mean32, (sq / n).sqrt().float()
+
+
+def column_mean(x: torch.Tensor, chunk: int = CHUNK_ROWS) -> torch.Tensor:
+    """Per-column mean of ``x`` as float32: float32 chunk sums accumulated in float64."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for lo in range(0, x.shape[0], chunk):
+        total += x[lo : lo + chunk].float().sum(0)
+    return (total / x.shape[0]).float()
 
 
 def random_projection(x: torch.Tensor, dims: int, generator: torch.Generator,
@@ -137,6 +146,9 @@ class DiversitySpace:
 
     blocks: dict[str, torch.Tensor]
     scalable: bool
+    gemm_dtype: torch.dtype = torch.float32
+    """dtype of the scalable variant's distance products (see :func:`assign_to_centroids`);
+    with bfloat16 the projected blocks are also stored in bfloat16"""
 
     @staticmethod
     def is_exact(pool_rows: int, clusters: int) -> bool:
@@ -145,13 +157,14 @@ class DiversitySpace:
 
     @classmethod
     def build(cls, features: dict[str, torch.Tensor], pool_rows: int, clusters: int,
-              dims: int | None = None) -> "DiversitySpace":
-        """The exact space when :meth:`is_exact`, else the projected one."""
+              dims: int | None = None, gemm_dtype: torch.dtype = torch.float32) -> "DiversitySpace":
+        """The exact space when :meth:`is_exact` (always float32), else the projected one."""
         dims = PROJECTION_DIMS if dims is None else dims
         if cls.is_exact(pool_rows, clusters):
             return cls({m: standardise(x) for m, x in features.items()}, scalable=False)
         generator = torch.Generator().manual_seed(PROJECTION_SEED)
-        return cls({m: random_projection(x, dims, generator) for m, x in features.items()}, scalable=True)
+        blocks = {m: random_projection(x, dims, generator).to(gemm_dtype) for m, x in features.items()}
+        return cls(blocks, scalable=True, gemm_dtype=gemm_dtype)
 
     def fused(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """AMCB-weighted fused diversity features of ``rows`` (all rows if None)."""
@@ -159,19 +172,19 @@ class DiversitySpace:
             return fuse_features(self.blocks, weights, rows)
         out = None
         for w, p in zip(weights, self.blocks.values()):
-            block = (p if rows is None else p[rows]) * w.sqrt()
+            block = (p if rows is None else p[rows]).float() * w.sqrt()
             out = block if out is None else out.add_(block)
         return out
 
     def nearest(self, x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance to and index of the nearest of ``centroids`` for every row of ``x``."""
-        return assign_to_centroids(x, centroids) if self.scalable else nearest_centroid(x, centroids)
+        return assign_to_centroids(x, centroids, self.gemm_dtype) if self.scalable else nearest_centroid(x, centroids)
 
     def kmeans(self, x: torch.Tensor, k: int, generator: torch.Generator,
                iterations: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k-means of fused rows ``x``: exact or coreset-based (see the module docstring)."""
         if self.scalable:
-            return coreset_kmeans(x, k, generator, iterations)
+            return coreset_kmeans(x, k, generator, iterations, gemm_dtype=self.gemm_dtype)
         return kmeans(x, k, generator, iterations)
 
 
@@ -196,15 +209,33 @@ def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Te
     return dists.sqrt_(), assign
 
 
-def assign_to_centroids(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def assign_to_centroids(x: torch.Tensor, centroids: torch.Tensor,
+                        gemm_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`nearest_centroid` with one pass over each (rows, k) block: the row norm is
     constant along a row, so the block is ``||c||^2 - 2 x.c`` (one GEMM) and ``||x||^2`` is
     added after the minimum. Equal up to float rounding; used by the scalable variant, where the
-    blocks are large (the exact variant keeps :func:`nearest_centroid`'s arithmetic)."""
+    blocks are large (the exact variant keeps :func:`nearest_centroid`'s arithmetic).
+
+    With ``gemm_dtype`` bfloat16 the blocks are computed in bfloat16 (several times faster
+    where the hardware has it) and only choose the centroid; the returned distance to it is
+    then computed exactly in float32. Centroids nearly tied with the nearest one may be
+    chosen instead (about 1% of rows on random data), at a distance within rounding of it.
+    """
     c_sq = (centroids * centroids).sum(1)
-    dists = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    x_dtype = x.dtype if x.dtype != torch.bfloat16 else torch.float32
+    dists = torch.empty(x.shape[0], dtype=x_dtype, device=x.device)
     assign = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     step = max(256, ASSIGN_BLOCK_ELEMENTS // max(centroids.shape[0], 1))
+    if gemm_dtype != torch.float32:
+        c_low, c_sq_low = centroids.to(gemm_dtype), c_sq.to(gemm_dtype)
+        for start in range(0, x.shape[0], step):
+            chunk = x[start : start + step]
+            # min, not argmin: on the CPU argmin is several times slower for the same indices
+            block = torch.addmm(c_sq_low, chunk.to(gemm_dtype), c_low.T, alpha=-2.0)
+            assign[start : start + step] = torch.min(block, dim=1).indices
+            nearest = centroids.index_select(0, assign[start : start + step])
+            torch.sum((chunk.float() - nearest).square_(), 1, out=dists[start : start + step])
+        return dists.sqrt_(), assign
     for start in range(0, x.shape[0], step):
         chunk = x[start : start + step]
         d, a = dists[start : start + step], assign[start : start + step]
@@ -284,39 +315,76 @@ def lightweight_coreset(x: torch.Tensor, m: int, generator: torch.Generator) -> 
 
 
 def weighted_kmeans_plus_plus(x: torch.Tensor, weight: torch.Tensor, k: int,
-                              generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding of weighted rows: draws proportional to ``weight * d^2``.
+                              generator: torch.Generator, rounds: int = SEEDING_ROUNDS) -> torch.Tensor:
+    """k-means++ seeding of weighted rows, drawn in batches: indices of ``k`` distinct rows.
 
-    Indices of ``k`` distinct rows. ``x`` should be small (a coreset): each centre costs one
-    matrix-vector product over it. Draws are by inverse CDF (a cumulative sum and a binary
-    search, all on the device) from ``k`` uniforms drawn at once; nothing returns to the host.
+    The first centre is drawn by weight alone. Then each round draws a batch of up to
+    ``ceil((k - 1) / rounds)`` rows at once, without replacement, with probability proportional
+    to ``weight * d^2`` (d: distance to the nearest centre so far), and keeps each with
+    probability ``d'^2 / d^2``, d' counting the centres kept earlier in the same batch: a
+    rejection step that makes every kept row a draw from the k-means++ distribution of the
+    moment, so two rows of one tight cluster are not both kept. One matrix product against
+    the batch then updates d^2. Sequential k-means++ (``rounds = k - 1``) costs k dependent
+    passes, each too small to keep the device busy; batches need about ``rounds`` passes, each
+    with one transfer of a (batch x batch) block to the host for the rejection step.
+
+    The draw without replacement is Efraimidis-Spirakis sampling (the top keys ``log(u) / p``);
+    the batch is examined in the order of its keys, the order sequential draws would take.
     """
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k-means++ needs 1 <= k <= rows, got k={k} for {n} rows")
-    u = torch.rand(k, generator=generator, device=generator.device, dtype=torch.float64).to(x.device)
+    if rounds < 1:
+        raise ValueError(f"seeding needs at least one round, got rounds={rounds}")
+    batch = -(-(k - 1) // rounds) if k > 1 else 1
     x_sq = (x * x).sum(1)
     available = weight.to(x.dtype).clone()
     d2 = torch.ones_like(x_sq)  # the first centre is drawn by weight alone
     chosen = torch.empty(k, dtype=torch.long, device=x.device)
-    for i in range(k):
-        cdf = torch.cumsum((d2 + 1e-12) * available, 0, dtype=torch.float64)
-        nxt = torch.searchsorted(cdf, (u[i] * cdf[-1]).view(1), right=True).clamp_max_(n - 1)
-        chosen[i : i + 1] = nxt
-        available[nxt] = 0
-        # index_select, not x[nxt[0]]: a 0-d index would be read back to the host
-        c = x.index_select(0, nxt).squeeze(0)
-        dist = torch.addmv(x_sq, x, c, alpha=-2.0).add_(x_sq.index_select(0, nxt)).clamp_min_(0)
-        d2 = dist if i == 0 else torch.minimum(d2, dist, out=d2)
+    done = 0
+    while done < k:
+        b = 1 if done == 0 else min(batch, k - done)
+        u = torch.rand(n + b, generator=generator, device=generator.device, dtype=torch.float64).to(x.device)
+        # rows already chosen (available 0) get key -inf; at least k - done rows remain
+        keys = torch.log(u[:n]).div_((d2 + 1e-12).double() * available.double())
+        drawn = torch.topk(keys, b).indices
+        centres = x.index_select(0, drawn)
+        if b > 1:
+            # rejection: keep drawn row j with probability d'^2 / d^2 (see above), on the host
+            pair = torch.cdist(centres.float(), centres.float()).square_()
+            host = torch.cat([pair.flatten(), d2.index_select(0, drawn).float(), u[n:].float()]).cpu().numpy()
+            pair_h, old, accept_u = host[: b * b].reshape(b, b), host[b * b : b * b + b], host[b * b + b :]
+            current, keep = old.copy(), []
+            for j in range(b):
+                if accept_u[j] * old[j] <= current[j]:
+                    keep.append(j)
+                    np.minimum(current, pair_h[j], out=current)
+            keep_t = torch.as_tensor(keep, device=x.device)
+            drawn, centres = drawn[keep_t], centres[keep_t]
+        kept = drawn.shape[0]
+        chosen[done : done + kept] = drawn
+        available[drawn] = 0
+        dist = torch.addmm(x_sq[:, None], x, centres.T, alpha=-2.0).add_(x_sq.index_select(0, drawn))
+        dist = dist.amin(1).clamp_min_(0)
+        d2 = dist if done == 0 else torch.minimum(d2, dist, out=d2)
+        done += kept
     return chosen
+
+
+def sequential_weighted_kmeans_plus_plus(x: torch.Tensor, weight: torch.Tensor, k: int,
+                                         generator: torch.Generator) -> torch.Tensor:
+    """Classic one-centre-at-a-time weighted k-means++ (the reference the batched seeding is
+    measured against in ``benchmarks/speed.py``)."""
+    return weighted_kmeans_plus_plus(x, weight, k, generator, rounds=max(1, k - 1))
 
 
 def coreset_kmeans(
     x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 5,
-    coreset_rows: int | None = None,
+    coreset_rows: int | None = None, gemm_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scalable k-means: weighted k-means++ and Lloyd on a lightweight coreset, then one
-    chunked assignment of every row. Same returns as :func:`kmeans`."""
+    chunked assignment of every row (distance products in ``gemm_dtype``, see
+    :func:`assign_to_centroids`). Same returns as :func:`kmeans`."""
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= rows, got k={k} for {n} rows")
@@ -327,9 +395,9 @@ def coreset_kmeans(
     xs = x[rows]
     centroids = xs[weighted_kmeans_plus_plus(xs, weight, k, generator)].clone()
     for _ in range(iterations):
-        _, assign = assign_to_centroids(xs, centroids)
+        _, assign = assign_to_centroids(xs, centroids, gemm_dtype)
         sums = torch.zeros_like(centroids).index_add_(0, assign, xs * weight[:, None])
         mass = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, assign, weight)
         centroids = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-12)[:, None], centroids)
-    distance, assign = assign_to_centroids(x, centroids)
+    distance, assign = assign_to_centroids(x, centroids, gemm_dtype)
     return centroids, distance, assign
