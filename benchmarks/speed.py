@@ -170,12 +170,7 @@ def seeding_comparison(env) -> dict:
     for name, seed_fn in (("batched", div.weighted_kmeans_plus_plus),
                           ("sequential", div.sequential_weighted_kmeans_plus_plus)):
         seconds, chosen = timed(x.device, lambda: seed_fn(xs, weight, k, torch.Generator().manual_seed(1)))
-        centroids = xs[chosen].clone()
-        for _ in range(env.kmeans_iterations):
-            _, assign = div.assign_to_centroids(xs, centroids, space.gemm_dtype)
-            sums = torch.zeros_like(centroids).index_add_(0, assign, xs * weight[:, None])
-            mass = torch.zeros(k, dtype=xs.dtype, device=xs.device).index_add_(0, assign, weight)
-            centroids = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-12)[:, None], centroids)
+        centroids = div.weighted_lloyd(xs, weight, xs[chosen], env.kmeans_iterations, space.gemm_dtype)
         distance, _ = div.assign_to_centroids(x, centroids)
         out[name] = {"seconds": seconds, "cost": float(distance.square().sum())}
     return out

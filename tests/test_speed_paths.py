@@ -297,3 +297,19 @@ def test_bfloat16_inference_matches_float32_up_to_rounding(dataset, one_torch_th
 def test_unknown_precision_is_rejected(dataset):
     with pytest.raises(ValueError, match="precision must be one of"):
         MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER, precision="float16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scalable_fused_features_are_the_weighted_sum_of_the_blocks(dtype, monkeypatch):
+    monkeypatch.setattr(diversity, "CHUNK_ROWS", 7)  # several chunks
+    g = torch.Generator().manual_seed(0)
+    blocks = {m: torch.randn(40, 5, generator=g).to(dtype) for m in ("a", "b")}
+    before = {m: b.clone() for m, b in blocks.items()}
+    space = DiversitySpace(blocks, scalable=True, gemm_dtype=dtype)
+    weights = torch.tensor([0.7, 0.3])
+    rows = torch.tensor([3, 0, 39, 12, 5, 6, 7, 8, 20])
+    for r in (None, rows):
+        expected = sum(b.float()[r if r is not None else slice(None)] * w.sqrt()
+                       for w, b in zip(weights, blocks.values()))
+        torch.testing.assert_close(space.fused(weights, r), expected)
+    assert all(torch.equal(blocks[m], before[m]) for m in blocks)  # the stored blocks are untouched
