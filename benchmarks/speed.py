@@ -5,7 +5,7 @@ strategies, vectorised envs and peak memory, measured in one run.
     python benchmarks/speed.py --sizes 1e3 1e4          # a quick run
     python benchmarks/speed.py --skip-vector --episodes 1
 
-Prints four tables:
+Prints these tables (2 also has a seeding comparison for the scalable k-means):
 
 1. **AV-Digits**: one round of the default env split into train (fitting the evidential
    learner), score (AMCB, EFDA, k-means diversity, candidate features) and select (the b picks
