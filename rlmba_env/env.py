@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import warnings
 import weakref
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -76,6 +79,10 @@ def device_data(dataset: MultimodalDataset, device: torch.device, clusters: int,
         t = torch.as_tensor(x, device=device)
         stored[m] = t if t.dtype in (torch.float16, torch.float32) else t.float()
     gemm_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    if precision == "bfloat16" and device.type == "cpu" and cpu_has_bfloat16() is False:
+        warnings.warn("precision='bfloat16': this CPU has neither AVX512-BF16 nor AMX, so bfloat16 "
+                      "matrix products are emulated and slower than float32; use precision='float32'",
+                      stacklevel=3)
     # the diversity space from the stored values, before any rounding to bfloat16
     diversity = DiversitySpace.build(stored, pool_rows, clusters, gemm_dtype=gemm_dtype)
     features = {m: centred_bfloat16(t) for m, t in stored.items()} if precision == "bfloat16" else stored
@@ -89,6 +96,18 @@ def device_data(dataset: MultimodalDataset, device: torch.device, clusters: int,
     )
     _DEVICE_DATA[key] = (weakref.ref(dataset), weakref.ref(data))
     return data
+
+
+@functools.cache
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); None where the CPU's
+    flags cannot be read (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +240,8 @@ class MultimodalALEnv(gym.Env):
       centred and rounded to bfloat16, the learner's first layer at inference and k-means'
       distance products in bfloat16 (training, scores and the chosen distances stay float32).
       Half the feature memory and, on hardware with native bfloat16 (CPUs with AVX512-BF16 or
-      AMX, NVIDIA Ampere or newer), a faster round on large pools; elsewhere slower. Results
+      AMX, NVIDIA Ampere or newer), a faster round on large pools; elsewhere slower (the env
+      warns on a CPU without either). Results
       differ from float32 by rounding (see ``benchmarks/speed.py``).
     - ``render_mode``: ``None`` or ``"ansi"``.
     - ``reference_strategies``: strategy names whose mean curve the ``relative`` reward subtracts.

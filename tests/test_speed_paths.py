@@ -313,3 +313,18 @@ def test_scalable_fused_features_are_the_weighted_sum_of_the_blocks(dtype, monke
                        for w, b in zip(weights, blocks.values()))
         torch.testing.assert_close(space.fused(weights, r), expected)
     assert all(torch.equal(blocks[m], before[m]) for m in blocks)  # the stored blocks are untouched
+
+
+def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, tmp_path):
+    from rlmba_env import env as env_module
+
+    no_bf16, bf16 = tmp_path / "old", tmp_path / "new"
+    no_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert env_module.cpu_has_bfloat16(str(no_bf16)) is False
+    assert env_module.cpu_has_bfloat16(str(bf16)) is True
+    assert env_module.cpu_has_bfloat16(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(env_module, "cpu_has_bfloat16", lambda: False)
+    fresh = make_synthetic(n_samples=120, n_classes=3, dims=(4, 3), val_per_class=5, seed=0)  # no cached device data
+    with pytest.warns(UserWarning, match="emulated"):
+        MultimodalALEnv(fresh, PROTOCOL, learner=LEARNER, precision="bfloat16")
