@@ -66,27 +66,22 @@ REPORT_FILE = "prepare_report.json"
 SAMPLES_FILE = "samples.csv"
 
 
-@dataclass
-class PrepareConfig:
-    """Everything one ``rlmba prepare`` run needs; the CLI flags map one to one."""
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig(EncoderConfig):
+    """Everything one ``rlmba prepare`` run needs: the encoder settings of
+    :class:`~rlmba_env.data.encoders.EncoderConfig` (declared there once) and the run's own;
+    the CLI flags map one to one."""
 
     dataset: str
     raw: str | Path
     out: str | Path | None = None
     """Cache directory; None = ``<data root>/<dataset>``, where the env ids look."""
     device: str = "auto"
+    """``auto`` = CUDA when present (the encoders' own default is the CPU)."""
     batch_size: int = 64
     workers: int = 0
-    arch: str = "resnet18"
-    weights: str = "imagenet"
-    image_size: int = 224
     frames: int = 3
-    text_model: str | None = None
-    text_max_length: int = 128
-    text_dim: int = 256
-    audio_seconds: float = 10.0
     val_per_class: float = 10
-    seed: int = 0
     dtype: str = "float16"
     overwrite: bool = False
     fresh: bool = False
@@ -312,7 +307,7 @@ def prepare(config: PrepareConfig) -> Path:
                         f"{cfg.dataset}: the {s} split would be empty: no usable sample listed under {raw}"
                         + (f" ({len(problems)} dropped: {_summarise(problems)})" if problems else ""))
 
-    # The encoder settings are PrepareConfig's fields of the same names (the CLI stays flat).
+    # The encoder settings are the EncoderConfig fields PrepareConfig inherits (the CLI stays flat).
     enc_cfg = EncoderConfig(device=device, **{f.name: getattr(cfg, f.name) for f in fields(EncoderConfig)
                                               if f.name != "device"})
     encoders = {m: build_encoder(kind, enc_cfg) for m, kind in listing.modalities.items()}
