@@ -1,7 +1,7 @@
 """rlmba: multimodal active learning as a Gymnasium environment (RL-MBA, arXiv 2603.25107).
 
 Importing the package registers the env ids ``RLMBA-AVDigits-v0``, ``RLMBA-Synthetic-v0``,
-``RLMBA-Features-v0``, ``RLMBA-Food101-v0``, ``RLMBA-KineticsSound-v0`` and
+``RLMBA-Features-v0``, ``RLMBA-DevSuite-v0``, ``RLMBA-Food101-v0``, ``RLMBA-KineticsSound-v0`` and
 ``RLMBA-VGGSound-v0`` with Gymnasium.
 """
 

@@ -56,6 +56,15 @@ def make_features_env(path: str | Path, **kwargs) -> MultimodalALEnv:
     return MultimodalALEnv(load_dataset(path), protocol, **kwargs)
 
 
+def make_devsuite_env(name: str, **kwargs) -> MultimodalALEnv:
+    """One of the nine development-suite datasets shipped with the package, with its protocol."""
+    from rlmba_env.data.suite import suite_path, suite_protocol
+
+    overrides = {k: kwargs.pop(k) for k in PROTOCOL_FIELDS if k in kwargs}
+    protocol = replace(suite_protocol(name), **overrides)
+    return MultimodalALEnv(load_dataset(suite_path(name)), protocol, **kwargs)
+
+
 def real_dataset_dir(key: str, data_root: str | Path | None) -> Path:
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     return root / key
@@ -94,6 +103,7 @@ ENV_IDS = {
     "RLMBA-AVDigits-v0": make_avdigits_env,
     "RLMBA-Synthetic-v0": make_synthetic_env,
     "RLMBA-Features-v0": make_features_env,
+    "RLMBA-DevSuite-v0": make_devsuite_env,
     "RLMBA-Food101-v0": make_food101_env,
     "RLMBA-KineticsSound-v0": make_kinetics_sound_env,
     "RLMBA-VGGSound-v0": make_vggsound_env,
