@@ -1,0 +1,84 @@
+"""Training over a suite of environments: one env spec sampled per episode.
+
+A policy meant for datasets it has never seen is trained across several (the RL-MBA paper,
+arXiv 2603.25107, learns one policy per dataset; layout v2 of the observation makes one
+policy fit any dataset). An env spec is ``ENV_ID`` or ``ENV_ID:NAME`` for the development
+suite (``RLMBA-DevSuite-v0:webkb``), e.g.::
+
+    --suite RLMBA-AVDigits-v0 RLMBA-Synthetic-v0 RLMBA-DevSuite-v0:webkb RLMBA-DevSuite-v0:mnist4
+
+:class:`Suite` builds each env once, on first use, and :meth:`Suite.sample` draws the next
+episode's env from its own seeded generator, so a resumed run can continue the same sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.envs import make_env
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One environment of a suite."""
+
+    env_id: str
+    """Gymnasium id"""
+    name: str | None = None
+    """development-suite dataset name (``RLMBA-DevSuite-v0`` only)"""
+
+    @property
+    def label(self) -> str:
+        return self.env_id if self.name is None else f"{self.env_id}:{self.name}"
+
+
+def parse_spec(text: str) -> EnvSpec:
+    """``ENV_ID`` or ``ENV_ID:NAME`` -> :class:`EnvSpec` (the id must be registered)."""
+    env_id, _, name = text.partition(":")
+    if env_id not in gym.registry:
+        raise ValueError(f"env spec {text!r}: {env_id!r} is not a registered id; "
+                         f"rlmba ids: {sorted(k for k in gym.registry if k.startswith('RLMBA-'))}")
+    if name and env_id != "RLMBA-DevSuite-v0":
+        raise ValueError(f"env spec {text!r}: only RLMBA-DevSuite-v0 takes a dataset name (ENV_ID:NAME)")
+    if env_id == "RLMBA-DevSuite-v0" and not name:
+        raise ValueError(f"env spec {text!r}: RLMBA-DevSuite-v0 needs a dataset, e.g. RLMBA-DevSuite-v0:webkb")
+    return EnvSpec(env_id, name or None)
+
+
+def make_suite_env(spec: EnvSpec, torch_threads: int | None = None, **env_kwargs: Any) -> gym.Env:
+    """The env of one spec, with ``env_kwargs`` (JSON ``--env-kwargs``) applied to it."""
+    if spec.name is not None:
+        env_kwargs = {**env_kwargs, "name": spec.name}
+    return make_env(spec.env_id, torch_threads=torch_threads, **env_kwargs)
+
+
+class Suite:
+    """Envs of several specs, one drawn per episode (uniformly, from ``seed``)."""
+
+    def __init__(self, specs: list[str] | list[EnvSpec], seed: int = 0, torch_threads: int | None = None,
+                 **env_kwargs: Any):
+        if not specs:
+            raise ValueError("a suite needs at least one env spec")
+        self.specs = [s if isinstance(s, EnvSpec) else parse_spec(s) for s in specs]
+        self.env_kwargs, self.torch_threads = env_kwargs, torch_threads
+        self.rng = np.random.default_rng(seed)
+        self._envs: dict[EnvSpec, gym.Env] = {}
+
+    def env(self, spec: EnvSpec) -> gym.Env:
+        if spec not in self._envs:
+            self._envs[spec] = make_suite_env(spec, self.torch_threads, **self.env_kwargs)
+        return self._envs[spec]
+
+    def sample(self) -> tuple[EnvSpec, gym.Env]:
+        """The next episode's spec and env."""
+        spec = self.specs[int(self.rng.integers(len(self.specs)))]
+        return spec, self.env(spec)
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()

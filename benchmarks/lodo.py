@@ -1,0 +1,266 @@
+"""Leave-one-dataset-out (LODO) evaluation of the learned selection policy on the development suite.
+
+    python benchmarks/lodo.py --stage baselines     # classic strategies x datasets x seeds
+    python benchmarks/lodo.py --stage train         # one policy per held-out dataset
+    python benchmarks/lodo.py --stage policies      # each policy on the dataset it never saw
+    python benchmarks/lodo.py --stage report        # tables and the rliable aggregate
+
+For each of the nine development datasets a policy is trained without it, on the other eight
+plus AV-Digits and Synthetic (``--extra``): behaviour cloning (:mod:`agents.imitation`) of the
+teacher rule that scored the best mean normalised AULC over the fold's training development
+datasets (among ``--teachers``; measured by the ``baselines`` stage, so the held-out dataset's
+results never choose its teacher), optionally followed by REINFORCE episodes over the training
+suite. The held-out dataset is then played by that policy, greedy and frozen, on the same
+seeds as the strategies.
+
+The report normalises each dataset's AULC between random (0) and the best classic strategy
+(1), aggregates across datasets with rliable (IQM with 95% stratified-bootstrap intervals,
+Agarwal et al. 2021) and gives the probability of improvement of each agent over margin.
+Every stage is resumable: an (agent, dataset, seed) episode already written is never rerun.
+Everything lands under ``--out-dir`` (default ``runs/lodo``):
+``<dataset>/episodes/<agent>__seed<seed>.csv``, ``policies/<dataset>.pt``, ``lodo.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+import rlmba_env  # noqa: F401  (registers the env ids)
+from agents.evaluate import episode_file, load_agent, read_rows, write_rows_atomically
+from agents.summary import aulc
+from agents.suite import EnvSpec, make_suite_env, parse_spec
+from rlmba_env.data.suite import suite_names
+
+TEACHERS = {"margin": "margin_rank", "rlmba-score": "score_rank", "coreset": "proposed_kcenter",
+            "random": "proposed_random"}
+"""teacher strategy -> the candidate column whose argmax plays it within the portfolio"""
+
+
+@dataclass
+class Args:
+    stage: str = "report"
+    """``baselines``, ``train``, ``policies`` or ``report``"""
+    out_dir: str = "runs/lodo"
+    """output folder"""
+    datasets: tuple[str, ...] = tuple(suite_names())
+    """held-out development datasets"""
+    extra: tuple[str, ...] = ("RLMBA-AVDigits-v0", "RLMBA-Synthetic-v0")
+    """env specs added to every fold's training suite"""
+    strategies: tuple[str, ...] = ("random", "margin", "entropy", "coreset", "rlmba-score")
+    """classic strategies run by the ``baselines`` stage (``LABEL=NAME`` stores NAME as LABEL)"""
+    seeds: tuple[int, ...] = (20000, 20001, 20002, 20003, 20004)
+    """evaluation episode seeds"""
+    teachers: tuple[str, ...] = ("margin", "rlmba-score")
+    """strategies a fold may clone (see ``TEACHERS``)"""
+    teacher_episodes: int = 1
+    """teacher episodes per training env spec"""
+    bc_epochs: int = 40
+    """behaviour-cloning epochs"""
+    pg_episodes: int = 0
+    """REINFORCE episodes over the training suite after cloning (0: cloning only)"""
+    policy_name: str = "rl-mba"
+    """agent name of the fold policies in the episode files and the report"""
+    env_kwargs: str = "{}"
+    """keyword arguments for every env, as JSON"""
+    reference: str = "margin"
+    """agent the probability of improvement is measured against"""
+    bootstrap_reps: int = 2000
+    """bootstrap resamples of the IQM intervals"""
+
+
+def _strategy_specs(specs) -> list[tuple[str, str]]:
+    return [tuple(s.split("=", 1)) if "=" in s else (s, s) for s in specs]
+
+
+def run_baselines(args: Args, out: Path) -> None:
+    """Every strategy on every held-out dataset and seed, seed-major so that partial results
+    cover every dataset."""
+    kwargs = json.loads(args.env_kwargs)
+    for seed in args.seeds:
+        for name in args.datasets:
+            env = None
+            for label, strategy in _strategy_specs(args.strategies):
+                path = episode_file(out / name, label, seed)
+                if path.is_file():
+                    continue
+                env = env or gym.make("RLMBA-DevSuite-v0", name=name, **kwargs)
+                agent = load_agent(strategy, "cpu")
+                start = time.perf_counter()
+                rows = [{"agent": label, "seed": seed, **r} for r in agent.play(env, seed)]
+                write_rows_atomically(path, rows)
+                print(f"{name} {label} seed {seed}: AULC {episode_aulc(rows):.3f} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def episode_aulc(rows) -> float:
+    return float(aulc([r["labeled"] for r in rows], [r["test_top1"] for r in rows]))
+
+
+def aulc_table(out: Path, datasets, seeds) -> dict[str, dict[str, np.ndarray]]:
+    """dataset -> agent -> AULC per seed, for the (agent, seed) pairs present on every seed."""
+    table = {}
+    for name in datasets:
+        found = {}
+        for path in sorted((out / name / "episodes").glob("*__seed*.csv")):
+            agent, _, seed = path.stem.rpartition("__seed")
+            if int(seed) in seeds:
+                found.setdefault(agent, {})[int(seed)] = episode_aulc(read_rows(path))
+        table[name] = {a: np.array([v[s] for s in seeds if s in v]) for a, v in found.items()}
+    return table
+
+
+def normalised(table, strategies) -> dict[str, dict[str, np.ndarray]]:
+    """AULC scaled per dataset: random's mean -> 0, the best strategy's mean -> 1."""
+    result = {}
+    for name, agents in table.items():
+        present = [s for s in strategies if s in agents and agents[s].size]
+        if "random" not in present:
+            continue
+        lo = agents["random"].mean()
+        hi = max(agents[s].mean() for s in present)
+        span = hi - lo if hi > lo else 1.0
+        result[name] = {a: (v - lo) / span for a, v in agents.items()}
+    return result
+
+
+def choose_teacher(args: Args, held_out: str, table) -> str:
+    """The teacher with the best mean normalised AULC over the fold's training datasets."""
+    labels = [label for label, _ in _strategy_specs(args.strategies)]
+    norm = normalised({n: t for n, t in table.items() if n != held_out}, labels)
+    scores = {t: np.mean([norm[n][t].mean() for n in norm if t in norm[n]]) for t in args.teachers}
+    return max(scores, key=lambda t: (scores[t], -args.teachers.index(t)))
+
+
+def train_fold(args: Args, held_out: str, teacher: str, out: Path) -> Path:
+    """Clone ``teacher`` over the fold's training suite (and run REINFORCE episodes); save."""
+    from agents.imitation import clone, collect
+    from agents.reinforce import ReinforceAgent
+
+    kwargs = json.loads(args.env_kwargs)
+    specs = [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names() if n != held_out]
+    specs += [parse_spec(s) for s in args.extra]
+    samples = []
+    for i, spec in enumerate(specs):
+        cache = out / "teacher" / f"{spec.label}__{teacher}.pt"
+        if cache.is_file():
+            part = torch.load(cache, weights_only=False)
+        else:
+            env = make_suite_env(spec, **kwargs)
+            part = collect(env, TEACHERS[teacher], [1000 + k for k in range(args.teacher_episodes)])
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(part, cache)
+        samples += part
+    env = make_suite_env(specs[0], **kwargs)
+    agent = ReinforceAgent.from_env(env, seed=0)
+    losses = clone(agent, samples, epochs=args.bc_epochs)
+    if args.pg_episodes:
+        rng = np.random.default_rng(0)
+        for e in range(args.pg_episodes):
+            spec = specs[int(rng.integers(len(specs)))]
+            agent.run_episode(make_suite_env(spec, **kwargs), learn=True, seed=2000 + e)
+    path = out / "policies" / f"{held_out}.pt"
+    agent.save(path)
+    (path.with_suffix(".json")).write_text(json.dumps(
+        {"held_out": held_out, "teacher": teacher, "bc_loss": losses[-1], "samples": len(samples),
+         "suite": [s.label for s in specs], "pg_episodes": args.pg_episodes}, indent=1))
+    print(f"fold {held_out}: teacher {teacher}, {len(samples)} picks, BC loss {losses[-1]:.3f}", flush=True)
+    return path
+
+
+def run_policies(args: Args, out: Path) -> None:
+    kwargs = json.loads(args.env_kwargs)
+    for seed in args.seeds:
+        for name in args.datasets:
+            path = episode_file(out / name, args.policy_name, seed)
+            policy = out / "policies" / f"{name}.pt"
+            if path.is_file() or not policy.is_file():
+                continue
+            env = gym.make("RLMBA-DevSuite-v0", name=name, **kwargs)
+            agent = load_agent(f"{args.policy_name}={policy}", "cpu")
+            rows = [{"agent": args.policy_name, "seed": seed, **r} for r in agent.play(env, seed)]
+            write_rows_atomically(path, rows)
+            print(f"{name} {args.policy_name} seed {seed}: AULC {episode_aulc(rows):.3f}", flush=True)
+
+
+def report(args: Args, out: Path) -> str:
+    from rliable import library as rly
+    from rliable import metrics
+
+    table = aulc_table(out, args.datasets, args.seeds)
+    labels = [label for label, _ in _strategy_specs(args.strategies)]
+    agents = labels + [args.policy_name]
+    lines = ["| dataset | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+    for name in args.datasets:
+        row = table.get(name, {})
+        best = max((row[a].mean() for a in agents if a in row and row[a].size), default=np.nan)
+        cells = []
+        for a in agents:
+            v = row.get(a)
+            if v is None or not v.size:
+                cells.append("-")
+            else:
+                text = f"{v.mean():.3f} ±{v.std():.3f} ({v.size})"
+                cells.append(f"**{text}**" if v.mean() == best else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    norm = normalised(table, labels)
+    complete = [n for n in norm if all(a in norm[n] and norm[n][a].size == len(args.seeds) for a in agents)]
+    lines += ["", f"Aggregate over the {len(complete)} datasets with every agent on all {len(args.seeds)} "
+              f"seeds: {', '.join(complete) or 'none'}", ""]
+    if complete:
+        scores = {a: np.stack([norm[n][a] for n in complete], axis=1) for a in agents}  # (seeds, tasks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            point, ci = rly.get_interval_estimates(
+                scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=args.bootstrap_reps,
+                random_state=np.random.RandomState(0))
+        lines += ["| agent | IQM normalised AULC [95% CI] | P(improvement over " + args.reference + ") | "
+                  f"datasets >= {args.reference} |", "|---|---|---|---|"]
+        for a in agents:
+            p = metrics.probability_of_improvement(scores[a], scores[args.reference])
+            wins = sum(norm[n][a].mean() >= norm[n][args.reference].mean() for n in complete)
+            lines.append(f"| {a} | {point[a][0]:.3f} [{ci[a][0, 0]:.3f}, {ci[a][1, 0]:.3f}] | {p:.3f} | "
+                         f"{wins}/{len(complete)} |")
+    teachers = {}
+    for name in args.datasets:
+        meta = out / "policies" / f"{name}.json"
+        if meta.is_file():
+            teachers[name] = json.loads(meta.read_text())["teacher"]
+    if teachers:
+        lines += ["", "Teacher of each fold: " + ", ".join(f"{n}: {t}" for n, t in teachers.items())]
+    text = "\n".join(lines) + "\n"
+    (out / "lodo.md").write_text(text)
+    print(text)
+    return text
+
+
+def main(args: Args) -> None:
+    torch.set_num_threads(1)
+    out = Path(args.out_dir)
+    if args.stage == "baselines":
+        run_baselines(args, out)
+    elif args.stage == "train":
+        table = aulc_table(out, args.datasets, args.seeds)
+        for name in args.datasets:
+            if not (out / "policies" / f"{name}.pt").is_file():
+                train_fold(args, name, choose_teacher(args, name, table), out)
+    elif args.stage == "policies":
+        run_policies(args, out)
+    elif args.stage == "report":
+        report(args, out)
+    else:
+        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, train, policies or report")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main(tyro.cli(Args))
