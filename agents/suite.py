@@ -57,7 +57,7 @@ def make_suite_env(spec: EnvSpec, torch_threads: int | None = None, **env_kwargs
 
 
 class Suite:
-    """Envs of several specs, one drawn per episode (uniformly, from ``seed``)."""
+    """Envs of several specs, one drawn per episode (uniformly, from ``seed``); built lazily."""
 
     def __init__(self, specs: list[str] | list[EnvSpec], seed: int = 0, torch_threads: int | None = None,
                  **env_kwargs: Any):
@@ -82,3 +82,69 @@ class Suite:
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+
+
+class SuiteEnv(gym.Env):
+    """One Gymnasium env over a :class:`Suite`: every ``reset`` draws the episode's env.
+
+    The observation layout (v2) is the same for every dataset except the candidate count
+    ``K`` (``kappa * b`` or one batch per portfolio proposer, b = per_round), so candidates and
+    the action mask are padded to the suite's largest ``K`` with masked, all-zero rows: the
+    spaces are fixed, as SB3 needs. ``unwrapped``-style attributes of the current env
+    (``modalities``, ``candidate_columns``, ``budget``, ...) are forwarded.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, suite: Suite):
+        self.suite = suite
+        envs = [suite.env(spec) for spec in suite.specs]
+        spaces_ = [e.observation_space for e in envs]
+        widths = {s["candidates"].shape[1] for s in spaces_}
+        states = {s["state"].shape for s in spaces_}
+        if len(widths) != 1 or len(states) != 1:
+            raise ValueError(f"the suite's envs disagree on the observation layout: candidate columns "
+                             f"{sorted(widths)}, state shapes {sorted(states)}")
+        self.max_candidates = max(s["candidates"].shape[0] for s in spaces_)
+        first = spaces_[0]
+        self.observation_space = gym.spaces.Dict({
+            "candidates": gym.spaces.Box(0.0, 1.0, (self.max_candidates, widths.pop()), np.float32),
+            "state": first["state"],
+            "action_mask": gym.spaces.MultiBinary(self.max_candidates),
+        })
+        self.action_space = gym.spaces.Discrete(self.max_candidates)
+        self.spec_label: str | None = None
+        self.current: gym.Env = envs[0]  # until the first reset, for its attributes
+
+    def __getattr__(self, name):
+        if name.startswith("_") or "current" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.current.unwrapped, name)
+
+    def _pad(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        k = obs["candidates"].shape[0]
+        cand = np.zeros(self.observation_space["candidates"].shape, dtype=np.float32)
+        cand[:k] = obs["candidates"]
+        mask = np.zeros(self.max_candidates, dtype=np.int8)
+        mask[:k] = obs["action_mask"]
+        return {"candidates": cand, "state": obs["state"], "action_mask": mask}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        spec, self.current = self.suite.sample()
+        self.spec_label = spec.label
+        obs, info = self.current.reset(seed=seed, options=options)
+        return self._pad(obs), {**info, "env_spec": spec.label}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.current.step(action)
+        return self._pad(obs), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        mask = np.zeros(self.max_candidates, dtype=bool)
+        inner = self.current.unwrapped.action_masks()
+        mask[: inner.size] = inner
+        return mask
+
+    def close(self) -> None:
+        self.suite.close()
