@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import time
-import warnings
-import weakref
-from pathlib import Path
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -16,8 +12,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlmba_env.config import EnvConfig
 from rlmba_env.data.dataset import MultimodalDataset
-from rlmba_env.learner.trainer import EvidentialLearner, LearnerConfig
+from rlmba_env.device import device_data
+from rlmba_env.learner.trainer import EvidentialLearner
 from rlmba_env.protocols import Protocol
 from rlmba_env.round import (
     STATE_CLIP,
@@ -26,97 +24,7 @@ from rlmba_env.round import (
     evaluate_round,
     state_entries,
 )
-from rlmba_env.selection import diversity as diversity_module
-from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.strategies.base import PoolState
-
-REWARDS = ("gain", "relative", "absolute")
-PRECISIONS = ("float32", "bfloat16")
-
-
-@dataclass
-class DeviceData:
-    """A dataset's arrays on one device, built once and shared by every env on that dataset
-    and device (the batched vector env's sub-envs, a ``relative`` reward's reference twin).
-
-    With ``precision="float32"`` features keep their storage dtype (float16 stays float16;
-    float64 becomes float32) and every consumer converts per chunk. With ``"bfloat16"`` each
-    column is centred on its dataset mean and stored in bfloat16 (8 significant bits; centring
-    first keeps the rounding relative to a row's deviation, not to a large offset such as
-    log-mel energies around -40 dB): half the memory of float32, and the learner's first layer
-    and k-means' distance products run as bfloat16 matrix products. Centring changes no
-    distance and is absorbed by the learner's own input standardisation. ``diversity`` is step 3's feature space
-    (:class:`~rlmba_env.selection.diversity.DiversitySpace`: exact for small pools, randomly
-    projected for large pools, see ``DiversitySpace.is_exact``).
-    """
-
-    features: dict[str, torch.Tensor]
-    diversity: DiversitySpace
-    labels: torch.Tensor
-    val_rows: torch.Tensor
-    test_rows: torch.Tensor
-
-
-_DEVICE_DATA: dict[tuple, tuple[weakref.ref, weakref.ref]] = {}
-
-
-def device_data(dataset: MultimodalDataset, device: torch.device, clusters: int,
-                precision: str = "float32") -> DeviceData:
-    """The :class:`DeviceData` of ``dataset`` on ``device`` for k-means with ``clusters``
-    clusters at ``precision``, reused while any env holds it."""
-    for key in [k for k, (d, v) in _DEVICE_DATA.items() if d() is None or v() is None]:
-        del _DEVICE_DATA[key]
-    pool_rows = len(dataset.splits["pool"])
-    exact = DiversitySpace.is_exact(pool_rows, clusters)
-    key = (id(dataset), str(device), pool_rows, exact, diversity_module.PROJECTION_DIMS, precision)
-    if key in _DEVICE_DATA:
-        ds_ref, data_ref = _DEVICE_DATA[key]
-        data = data_ref()
-        if ds_ref() is dataset and data is not None:
-            return data
-    stored = {}
-    for m, x in dataset.features.items():
-        t = torch.as_tensor(x, device=device)
-        stored[m] = t if t.dtype in (torch.float16, torch.float32) else t.float()
-    gemm_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-    if precision == "bfloat16" and device.type == "cpu" and cpu_has_bfloat16() is False:
-        warnings.warn("precision='bfloat16': this CPU has neither AVX512-BF16 nor AMX, so bfloat16 "
-                      "matrix products are emulated and slower than float32; use precision='float32'",
-                      stacklevel=3)
-    # the diversity space from the stored values, before any rounding to bfloat16
-    diversity = DiversitySpace.build(stored, pool_rows, clusters, gemm_dtype=gemm_dtype)
-    features = {m: centred_bfloat16(t) for m, t in stored.items()} if precision == "bfloat16" else stored
-    del stored
-    data = DeviceData(
-        features=features,
-        diversity=diversity,
-        labels=torch.as_tensor(dataset.labels, device=device),
-        val_rows=torch.as_tensor(dataset.splits["val"], device=device),
-        test_rows=torch.as_tensor(dataset.splits["test"], device=device),
-    )
-    _DEVICE_DATA[key] = (weakref.ref(dataset), weakref.ref(data))
-    return data
-
-
-@functools.cache
-def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); None where the CPU's
-    flags cannot be read (not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return None
-    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
-    """``x`` minus its column means, in bfloat16, converted in row chunks (no float32 copy)."""
-    mean = diversity_module.column_mean(x)
-    out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
-    for lo in range(0, x.shape[0], diversity_module.CHUNK_ROWS):
-        out[lo : lo + diversity_module.CHUNK_ROWS] = x[lo : lo + diversity_module.CHUNK_ROWS].float() - mean
-    return out
 
 
 class CandidateSpace(spaces.Discrete):
@@ -228,24 +136,11 @@ class MultimodalALEnv(gym.Env):
 
     - ``dataset``: a :class:`~rlmba_env.data.MultimodalDataset`.
     - ``protocol``: a :class:`~rlmba_env.protocols.Protocol` or a dict with its fields.
-    - ``learner``: a :class:`~rlmba_env.learner.LearnerConfig` or a dict of its fields.
-    - ``reward``: ``"gain"``, ``"relative"`` or ``"absolute"``.
-    - ``balance_weight``: lambda of the ``gain`` reward.
-    - ``kappa``: candidate set size as a multiple of ``per_round``.
-    - ``beta``: weight of diversity in q.
-    - ``tau``, ``epsilon``: AMCB softmax temperature and weight floor.
-    - ``kmeans_iterations``: Lloyd iterations after k-means++ seeding.
-    - ``device``: torch device of the classifier and all round computations.
-    - ``precision``: ``"float32"`` (default) or ``"bfloat16"``: features held on ``device``
-      centred and rounded to bfloat16, the learner's first layer at inference and k-means'
-      distance products in bfloat16 (training, scores and the chosen distances stay float32).
-      Half the feature memory and, on hardware with native bfloat16 (CPUs with AVX512-BF16 or
-      AMX, NVIDIA Ampere or newer), a faster round on large pools; elsewhere slower (the env
-      warns on a CPU without either). Results
-      differ from float32 by rounding (see ``benchmarks/speed.py``).
-    - ``render_mode``: ``None`` or ``"ansi"``.
-    - ``reference_strategies``: strategy names whose mean curve the ``relative`` reward subtracts.
-    - ``reference_cache``: folder of cached reference curves.
+    - ``config``: an :class:`~rlmba_env.config.EnvConfig`; or its fields as keyword arguments
+      (``learner``, ``reward``, ``balance_weight``, ``kappa``, ``beta``, ``tau``, ``epsilon``,
+      ``kmeans_iterations``, ``device``, ``precision``, ``render_mode``,
+      ``reference_strategies``, ``reference_cache``; each documented there), which override
+      ``config``'s. ``env.config`` holds the validated settings.
 
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
     rows from the whole unlabeled pool (classic strategies, human-in-the-loop labeling).
@@ -273,64 +168,26 @@ class MultimodalALEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
-    def __init__(
-        self,
-        dataset: MultimodalDataset,
-        protocol: Protocol | dict,
-        learner: LearnerConfig | dict | None = None,
-        reward: str = "gain",
-        balance_weight: float = 0.1,
-        kappa: int = 5,
-        beta: float = 1.0,
-        tau: float = 0.1,
-        epsilon: float = 0.05,
-        kmeans_iterations: int = 5,
-        device: str | torch.device = "cpu",
-        render_mode: str | None = None,
-        reference_strategies: Sequence[str] = ("random",),
-        reference_cache: str | None = None,
-        precision: str = "float32",
-    ):
+    def __init__(self, dataset: MultimodalDataset, protocol: Protocol | dict, config: EnvConfig | None = None,
+                 **settings):
         if not isinstance(dataset, MultimodalDataset):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
         self.protocol = Protocol(**protocol) if isinstance(protocol, dict) else protocol
         self.protocol.check_pool(len(dataset.splits["pool"]), dataset.name)
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        if not isinstance(kappa, int) or kappa < 1:
-            raise ValueError(f"kappa must be a positive integer, got {kappa!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}")
+        self.config = EnvConfig(**settings) if config is None else replace(config, **settings)
         self.dataset = dataset
-        self.learner_config = LearnerConfig(**learner) if isinstance(learner, dict) else (learner or LearnerConfig())
-        self.reward_type = reward
-        self.reference_strategies = tuple(reference_strategies)
-        self.reference_cache = reference_cache
-        if reward == "relative" and not self.reference_strategies:
-            raise ValueError("reward='relative' needs at least one reference strategy")
-        self.balance_weight = float(balance_weight)
-        self.kappa, self.beta, self.tau, self.epsilon = kappa, float(beta), float(tau), float(epsilon)
-        self.kmeans_iterations = int(kmeans_iterations)
-        self.device = torch.device(device)
-        self.precision = precision
-        self.render_mode = render_mode
+        self.device = torch.device(self.config.device)
+        self.render_mode = self.config.render_mode
 
         self.modalities = dataset.modalities
         self.budget = self.protocol.per_round
-        self.n_candidates = kappa * self.budget
+        self.n_candidates = self.config.kappa * self.budget
         # The whole dataset lives on the device once; rounds index into it.
-        self._data = device_data(dataset, self.device, self.budget, precision)
+        self._data = device_data(dataset, self.device, self.budget, self.config.precision)
         self._features = self._data.features
-        self._diversity = self._data.diversity
         self._labels = self._data.labels
         self._pool = np.asarray(dataset.splits["pool"])
-        self._val_rows = self._data.val_rows
-        self._test_rows = self._data.test_rows
-        self.learner = EvidentialLearner(
-            dataset.feature_dims, dataset.n_classes, self.learner_config, self.device
-        )
+        self.learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, self.config.learner, self.device)
 
         n_mod = len(self.modalities)
         self.candidate_columns = candidate_columns(self.modalities)
@@ -463,7 +320,7 @@ class MultimodalALEnv(gym.Env):
 
     def _finish_reset(self):
         """Everything ``reset`` does after the first round is scored."""
-        self._reference = self._reference_curve() if self.reward_type == "relative" else None
+        self._reference = self._reference_curve() if self.config.reward == "relative" else None
         return self._get_obs(), self._get_info(reward_terms={})
 
     def _record_pick(self, pos: int) -> bool:
@@ -504,12 +361,8 @@ class MultimodalALEnv(gym.Env):
         unlabeled = torch.as_tensor(self._pool[~self._labeled[self._pool]], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(self._draw_seed())
         timings = {} if self.profile else None
-        self._result = evaluate_round(
-            self.learner, self._features, self._diversity, self._labels,
-            self._val_rows, self._test_rows, unlabeled, labeled, self._weights, fit,
-            self.budget, self.n_candidates, self.beta, self.tau, self.epsilon,
-            self.kmeans_iterations, generator, alphas=alphas, timings=timings,
-        )
+        self._result = evaluate_round(self.config, self.budget, self.learner, self._data, labeled, unlabeled,
+                                      self._weights, fit, generator, alphas=alphas, timings=timings)
         self._weights = self._result.weights
         self._host = _HostRound.from_result(self._result)
         self._start_round_obs()
@@ -535,11 +388,11 @@ class MultimodalALEnv(gym.Env):
     def _finish_close(self, before: float, rows: np.ndarray):
         """Reward, termination, observation and info of the round just scored."""
         r = self._result
-        if self.reward_type == "gain":
+        if self.config.reward == "gain":
             terms = {"top1_gain": r.val.top1 - before, "balance": r.balance,
-                     "balance_weight": self.balance_weight}
-            reward = terms["top1_gain"] + self.balance_weight * r.balance
-        elif self.reward_type == "relative":
+                     "balance_weight": self.config.balance_weight}
+            reward = terms["top1_gain"] + self.config.balance_weight * r.balance
+        elif self.config.reward == "relative":
             reference = float(self._reference[self._round])
             terms = {"top1": r.val.top1, "reference_top1": reference}
             reward = r.val.top1 - reference
@@ -659,7 +512,7 @@ class MultimodalALEnv(gym.Env):
             weights=r.weights,
             contributions=r.contribution_tensor,
             score=r.pool_score,
-            fusion=self.learner_config.fusion,
+            fusion=self.config.learner.fusion,
         )
 
     @property
@@ -668,21 +521,9 @@ class MultimodalALEnv(gym.Env):
         return np.flatnonzero(self._labeled)
 
     def describe(self) -> dict[str, Any]:
-        """The env's configuration, for logging as hyperparameters."""
-        return {
-            "dataset": self.dataset.name,
-            "protocol": asdict(self.protocol),
-            "learner": asdict(self.learner_config),
-            "reward": self.reward_type,
-            "reference_strategies": list(self.reference_strategies),
-            "balance_weight": self.balance_weight,
-            "kappa": self.kappa,
-            "beta": self.beta,
-            "tau": self.tau,
-            "epsilon": self.epsilon,
-            "device": str(self.device),
-            "precision": self.precision,
-        }
+        """The env's dataset, protocol and configuration, for logging as hyperparameters;
+        ``EnvConfig.from_dict(env.describe()) == env.config``."""
+        return {"dataset": self.dataset.name, "protocol": asdict(self.protocol), **self.config.to_dict()}
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,17 +26,18 @@ if TYPE_CHECKING:
 
 def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
     """Everything the reference curve depends on; its hash names the cache file."""
+    cfg = env.config
     return {
         "dataset": env.dataset.name,
         "dataset_sha256": env.dataset.fingerprint(),
         "protocol": asdict(env.protocol),
-        "learner": asdict(env.learner_config),
-        "kappa": env.kappa, "beta": env.beta, "tau": env.tau, "epsilon": env.epsilon,
-        "kmeans_iterations": env.kmeans_iterations,
-        "strategies": list(env.reference_strategies),
+        "learner": asdict(cfg.learner),
+        "kappa": cfg.kappa, "beta": cfg.beta, "tau": cfg.tau, "epsilon": cfg.epsilon,
+        "kmeans_iterations": cfg.kmeans_iterations,
+        "strategies": list(cfg.reference_strategies),
         "episode_seed": int(episode_seed),
         # only when not the default, so that curves cached before the option existed stay valid
-        **({"precision": env.precision} if env.precision != "float32" else {}),
+        **({"precision": cfg.precision} if cfg.precision != "float32" else {}),
     }
 
 
@@ -47,19 +48,17 @@ def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
 
     settings = reference_settings(env, episode_seed)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
-    cache_dir = Path(env.reference_cache) if env.reference_cache else default_data_root() / "reference"
+    cache_dir = Path(env.config.reference_cache) if env.config.reference_cache else default_data_root() / "reference"
     path = cache_dir / f"{key}.json"
     if path.is_file():
         return np.asarray(json.loads(path.read_text())["curve"], dtype=np.float64)
 
-    twin = MultimodalALEnv(env.dataset, env.protocol, learner=env.learner_config, reward="gain",
-                           kappa=env.kappa, beta=env.beta, tau=env.tau, epsilon=env.epsilon,
-                           kmeans_iterations=env.kmeans_iterations, device=env.device,
-                           precision=env.precision)
+    # the same env with the gain reward (a relative reward would need this very curve)
+    twin = MultimodalALEnv(env.dataset, env.protocol, replace(env.config, reward="gain", render_mode=None))
     curves = [
         [r["val_top1"] for r in run_strategy_episode(twin, make_strategy(name), None, episode_seed,
                                                        options={"episode_seed": episode_seed})]
-        for name in env.reference_strategies
+        for name in env.config.reference_strategies
     ]
     curve = np.mean(curves, axis=0)
     cache_dir.mkdir(parents=True, exist_ok=True)

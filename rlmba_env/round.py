@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,9 +20,12 @@ from rlmba_env.learner.evidential import ds_conflict, expected_probs, fuse, opin
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.selection.amcb import amcb_weights
 from rlmba_env.selection.candidates import top_candidates
-from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.selection.efda import fused_uncertainty, selection_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
+
+if TYPE_CHECKING:
+    from rlmba_env.config import EnvConfig
+    from rlmba_env.device import DeviceData
 
 STATE_CLIP = 10.0
 
@@ -134,22 +138,14 @@ class _Clock:
 
 
 def evaluate_round(
+    config: EnvConfig,
+    per_round: int,
     learner: EvidentialLearner,
-    features: dict[str, torch.Tensor],
-    diversity: DiversitySpace | dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    val_rows: torch.Tensor,
-    test_rows: torch.Tensor,
-    unlabeled_rows: torch.Tensor,
+    data: DeviceData,
     labeled_rows: torch.Tensor,
+    unlabeled_rows: torch.Tensor,
     weights: torch.Tensor,
     fit: FitStats,
-    budget: int,
-    n_candidates: int,
-    beta: float,
-    tau: float,
-    epsilon: float,
-    kmeans_iterations: int,
     generator: torch.Generator,
     alphas: torch.Tensor | None = None,
     timings: dict[str, float] | None = None,
@@ -157,8 +153,13 @@ def evaluate_round(
     """Measure the freshly trained learner and score the unlabeled pool (steps 2-5).
 
     Args:
-        diversity: the env's :class:`~rlmba_env.selection.diversity.DiversitySpace` (a dict of
-            standardised features means the exact space).
+        config: the env's settings (``beta``, ``tau``, ``epsilon``, ``kmeans_iterations``,
+            ``kappa``; the fusion rule is the learner's).
+        per_round: the protocol's budget b; the candidate set holds ``kappa * b`` rows.
+        data: the dataset on the device (features, diversity space, labels, val/test rows).
+        labeled_rows, unlabeled_rows: this round's pool partition (dataset row indices).
+        weights: the modality weights before AMCB; ``fit``: what the round's fit did.
+        generator: k-means' random draws.
         alphas: the learner's opinions ``(M, N, K)`` on every dataset row when already
             computed (the batched vector env infers all its learners at once); else the
             learner is run over the rows this round needs.
@@ -167,11 +168,12 @@ def evaluate_round(
     Everything up to the candidate set stays on the learner's device; the host receives the
     validation and test metrics and, once at the end, the round state.
     """
+    features, diversity, labels = data.features, data.diversity, data.labels
+    val_rows, test_rows = data.val_rows, data.test_rows
+    budget, n_candidates = per_round, config.kappa * per_round
     modalities = tuple(features)
     fusion = learner.config.fusion
     clock = _Clock(timings, labels.device)
-    if isinstance(diversity, dict):
-        diversity = DiversitySpace(diversity, scalable=False)
 
     # Opinions of the rows this round needs, in large contiguous chunks when they are most of
     # the dataset (no gathered copy of the features), else by row.
@@ -192,7 +194,7 @@ def evaluate_round(
     val_labels = labels[val_rows]
     unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
     weights = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels),
-                           tau=tau, epsilon=epsilon).to(labels.device)
+                           tau=config.tau, epsilon=config.epsilon).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)
@@ -204,14 +206,14 @@ def evaluate_round(
 
     x_pool = diversity.fused(weights, unlabeled_rows)
     k = min(budget, x_pool.shape[0])
-    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, kmeans_iterations)
+    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
     del x_pool
     _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
     cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
     cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
     clock("cluster_s")
 
-    q = selection_score(uncertainty, weights, distance, beta)
+    q = selection_score(uncertainty, weights, distance, config.beta)
     top = top_candidates(q, n_candidates)
 
     # Per-candidate columns, computed once per round.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +29,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
+from rlmba_env.config import EnvConfig
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.env import MultimodalALEnv
 from rlmba_env.learner.trainer import fit_learners, predict_learners
@@ -80,8 +81,9 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
 
     - ``dataset``, ``protocol``: as ``MultimodalALEnv``.
     - ``n_envs``: number of sub-envs.
-    - every other keyword: ``MultimodalALEnv``'s (``learner``, ``reward``, ``device``, ...),
-      the same for all sub-envs. ``render_mode`` is not supported.
+    - ``config`` and every other keyword: ``MultimodalALEnv``'s (an
+      :class:`~rlmba_env.config.EnvConfig` and its fields), the same for all sub-envs.
+      ``render_mode`` is not supported.
 
     :meth:`from_env_id` builds one from a registered id (``"RLMBA-AVDigits-v0"``).
     Infos are batched with Gymnasium's ``_key`` masks; ``candidate_rows`` is padded with -1
@@ -96,14 +98,16 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, dataset: MultimodalDataset, protocol: Protocol | dict, n_envs: int, **env_kwargs):
+    def __init__(self, dataset: MultimodalDataset, protocol: Protocol | dict, n_envs: int,
+                 config: EnvConfig | None = None, **settings):
         if not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
-        if env_kwargs.get("render_mode") is not None:
+        config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        if config.render_mode is not None:
             raise ValueError("BatchedMultimodalALVectorEnv does not render; leave render_mode None")
         # The sub-envs share the dataset's device arrays (rlmba_env.env.device_data).
         super().__init__()
-        self.envs = [MultimodalALEnv(dataset, protocol, **env_kwargs) for _ in range(n_envs)]
+        self.envs = [MultimodalALEnv(dataset, protocol, config) for _ in range(n_envs)]
         self.num_envs = n_envs
         self.metadata = dict(self.metadata)
         self.render_mode = None
@@ -122,7 +126,7 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
         """The registered env ``env_id`` built with ``kwargs`` (once, for its dataset and
         configuration), as ``n_envs`` batched sub-envs."""
         template = gym.make(env_id, **kwargs).unwrapped
-        return cls(template.dataset, template.protocol, n_envs, **env_arguments(template))
+        return cls(template.dataset, template.protocol, n_envs, config=template.config)
 
     # -- Gymnasium vector API ---------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
@@ -268,20 +272,3 @@ def _batch_dicts(dicts: dict[int, dict[str, Any]], n: int) -> dict[str, Any]:
         mask[list(present)] = True
         out[f"_{key}"] = mask
     return out
-
-
-def env_arguments(env: MultimodalALEnv) -> dict[str, Any]:
-    """The ``MultimodalALEnv`` keyword arguments that rebuild ``env`` on its dataset and protocol."""
-    return {
-        "learner": asdict(env.learner_config),
-        "reward": env.reward_type,
-        "balance_weight": env.balance_weight,
-        "kappa": env.kappa,
-        "beta": env.beta,
-        "tau": env.tau,
-        "epsilon": env.epsilon,
-        "kmeans_iterations": env.kmeans_iterations,
-        "device": env.device,
-        "reference_strategies": env.reference_strategies,
-        "reference_cache": env.reference_cache,
-    }

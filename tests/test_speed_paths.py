@@ -43,7 +43,7 @@ def test_small_pools_use_exact_kmeans_and_large_ones_the_scalable_variant(datase
     assert DiversitySpace.is_exact(2820, 10)  # AV-Digits: results unchanged
     assert not DiversitySpace.is_exact(100_000, 1000)
     assert not DiversitySpace.is_exact(10_000, 100)
-    assert not MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)._diversity.scalable
+    assert not MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)._data.diversity.scalable
 
 
 def test_coreset_kmeans_recovers_separated_blobs():
@@ -111,8 +111,8 @@ def test_scalable_path_runs_an_episode(dataset, monkeypatch, one_torch_thread):
     monkeypatch.setattr(diversity, "EXACT_MAX_ROWS", 10)
     monkeypatch.setattr(diversity, "CORESET_MIN_ROWS", 50)
     env = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
-    assert env._diversity.scalable
-    assert next(iter(env._diversity.blocks.values())).shape[1] == diversity.PROJECTION_DIMS
+    assert env._data.diversity.scalable
+    assert next(iter(env._data.diversity.blocks.values())).shape[1] == diversity.PROJECTION_DIMS
     obs, _ = env.reset(seed=0)
     terminated = False
     while not terminated:
@@ -124,7 +124,7 @@ def test_scalable_path_runs_an_episode(dataset, monkeypatch, one_torch_thread):
 def test_envs_on_one_dataset_share_the_device_data(dataset):
     a = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
     b = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
-    assert a._features is b._features and a._diversity is b._diversity
+    assert a._features is b._features and a._data.diversity is b._data.diversity
 
 
 def test_float16_features_stay_float16_and_score_like_float32(dataset, one_torch_thread):
@@ -267,7 +267,7 @@ def test_bfloat16_precision_centres_features_and_runs_like_float32(dataset, monk
     for m, x in env16._features.items():
         raw = torch.as_tensor(dataset.features[m]).float()
         torch.testing.assert_close(x.float(), raw - raw.mean(0), atol=0.02, rtol=0.01)
-    assert env16._diversity.scalable and env16._diversity.gemm_dtype == torch.bfloat16
+    assert env16._data.diversity.scalable and env16._data.diversity.gemm_dtype == torch.bfloat16
     assert env16.describe()["precision"] == "bfloat16"
     env32 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
     assert env16._features is not env32._features  # device data is kept per precision
@@ -316,7 +316,7 @@ def test_scalable_fused_features_are_the_weighted_sum_of_the_blocks(dtype, monke
 
 
 def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, tmp_path):
-    from rlmba_env import env as env_module
+    from rlmba_env import device as env_module
 
     no_bf16, bf16 = tmp_path / "old", tmp_path / "new"
     no_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")

@@ -1,3 +1,5 @@
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -184,3 +186,14 @@ def test_bfloat16_envs_infer_in_one_batch_like_each_learner(dataset, one_torch_t
         obs, _, terminated, _, infos = vec.step(random_actions(rng, vec.action_masks()))
         assert vec.observation_space.contains(obs)
     assert terminated.all()
+
+
+def test_from_env_id_keeps_every_setting_including_precision(one_torch_thread):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # emulated bfloat16 on this CPU
+        vec = BatchedMultimodalALVectorEnv.from_env_id(
+            "RLMBA-Synthetic-v0", 2, dataset={"n_samples": 240, "n_classes": 3, "dims": 4, "val_per_class": 5},
+            learner=LEARNER, precision="bfloat16", kmeans_iterations=2, **PROTOCOL)
+    for env in vec.envs:
+        assert env.config.precision == "bfloat16" and env.config.kmeans_iterations == 2
+        assert all(x.dtype == torch.bfloat16 for x in env._features.values())
