@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rlmba_env.chunked import CHUNK_ROWS, column_mean
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.selection import diversity as diversity_module
 from rlmba_env.selection.diversity import DiversitySpace
@@ -98,8 +99,8 @@ def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
 
 def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
     """``x`` minus its column means, in bfloat16, converted in row chunks (no float32 copy)."""
-    mean = diversity_module.column_mean(x)
+    mean = column_mean(x)
     out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
-    for lo in range(0, x.shape[0], diversity_module.CHUNK_ROWS):
-        out[lo : lo + diversity_module.CHUNK_ROWS] = x[lo : lo + diversity_module.CHUNK_ROWS].float() - mean
+    for lo in range(0, x.shape[0], CHUNK_ROWS):
+        out[lo : lo + CHUNK_ROWS] = x[lo : lo + CHUNK_ROWS].float() - mean
     return out

@@ -1,10 +1,12 @@
-"""The reference learning curve behind the ``relative`` reward (RL-MBA, arXiv 2603.25107).
+"""The round rewards of :class:`~rlmba_env.env.MultimodalALEnv` and the reference learning curve
+behind the ``relative`` one (RL-MBA, arXiv 2603.25107).
 
-The relative reward of a round is the agent's validation top-1 minus a reference curve's at
-the same round: the mean top-1 of chosen classic strategies replaying the same episode (same
-initial labels, same training seeds). A curve costs one episode per reference strategy, so it
-is computed once per dataset, protocol, configuration and episode seed and cached on disk as
-JSON under ``<data root>/reference/``.
+``gain``: ``top1_t - top1_{t-1} + balance_weight * balance_t``; ``absolute``: ``top1_t``;
+``relative``: ``top1_t`` minus a reference curve's top-1 at the same round, the mean of chosen
+classic strategies replaying the same episode (same initial labels, same training seeds). A
+curve costs one episode per reference strategy, so it is computed once per dataset,
+protocol, configuration and episode seed and cached on disk as JSON under
+``<data root>/reference/``. All rewards read the fused model on the ``val`` split.
 """
 
 from __future__ import annotations
@@ -18,13 +20,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rlmba_env.config import EnvConfig
 from rlmba_env.data.cache import default_data_root
 
 if TYPE_CHECKING:
     from rlmba_env.env import MultimodalALEnv
+    from rlmba_env.round import RoundResult
 
 
-def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
+def round_reward(config: EnvConfig, result: RoundResult, top1_before: float,
+                 reference_top1: float | None) -> tuple[float, dict[str, float]]:
+    """The reward of a closed round and its terms (``info["reward_terms"]``)."""
+    if config.reward == "gain":
+        terms = {"top1_gain": result.val.top1 - top1_before, "balance": result.balance,
+                 "balance_weight": config.balance_weight}
+        return terms["top1_gain"] + config.balance_weight * result.balance, terms
+    if config.reward == "relative":
+        terms = {"top1": result.val.top1, "reference_top1": reference_top1}
+        return result.val.top1 - reference_top1, terms
+    return result.val.top1, {"top1": result.val.top1}
+
+
+def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:
     """Everything the reference curve depends on; its hash names the cache file."""
     cfg = env.config
     return {
@@ -41,20 +58,20 @@ def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
     }
 
 
-def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
+def reference_curve(env: MultimodalALEnv, episode_seed: int) -> np.ndarray:
     """Mean reference validation top-1 per round, shape (rounds + 1,), cached on disk."""
-    from rlmba_env.env import MultimodalALEnv
     from rlmba_env.strategies import make_strategy, run_strategy_episode
 
     settings = reference_settings(env, episode_seed)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
-    cache_dir = Path(env.config.reference_cache) if env.config.reference_cache else default_data_root() / "reference"
+    cache = env.config.reference_cache
+    cache_dir = Path(cache) if cache else default_data_root() / "reference"
     path = cache_dir / f"{key}.json"
     if path.is_file():
         return np.asarray(json.loads(path.read_text())["curve"], dtype=np.float64)
 
     # the same env with the gain reward (a relative reward would need this very curve)
-    twin = MultimodalALEnv(env.dataset, env.protocol, replace(env.config, reward="gain", render_mode=None))
+    twin = type(env)(env.dataset, env.protocol, replace(env.config, reward="gain", render_mode=None))
     curves = [
         [r["val_top1"] for r in run_strategy_episode(twin, make_strategy(name), None, episode_seed,
                                                        options={"episode_seed": episode_seed})]
