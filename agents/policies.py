@@ -7,8 +7,9 @@ candidates), so permuting the candidates permutes the scores (permutation equiva
 masked candidates get a logit of :data:`MASKED_LOGIT`, i.e. probability exactly 0 under a
 softmax. The value head pools the candidate embeddings (mean, max or both, over present
 candidates) together with the state embedding, so the value is permutation invariant. Neither
-depends on K, the feature dimensions of the dataset or its class count: a scorer trained on one
-dataset runs on any other with the same number of modalities.
+depends on K, and the rlmba observation (layout v2) depends on neither the number of
+modalities, the feature dimensions nor the class count: a scorer trained on one dataset runs on
+any other.
 
 Stable-Baselines3 policies built on it:
 
@@ -60,8 +61,8 @@ class SetScorer(nn.Module):
     """Permutation-equivariant scorer of a candidate set (plain torch).
 
     Args:
-        n_features: F, features per candidate (``2M + 7`` in the rlmba envs).
-        state_dim: G, length of the round state (``3M + 10``).
+        n_features: F, features per candidate (32 in the rlmba envs' layout v2).
+        state_dim: G, length of the round state (22).
         hidden: width of the per-candidate MLP.
         state_hidden: width of the state embedding.
         attention: add one residual self-attention layer across candidates.

@@ -100,8 +100,8 @@ class ReinforceAgent:
     """RL-MBA's online REINFORCE agent (see the module docstring).
 
     Args:
-        n_features: F, candidate features (``2M + 7``); see :meth:`from_env`.
-        state_dim: G, round-state entries (``3M + 10``).
+        n_features: F, candidate features (32, layout v2); see :meth:`from_env`.
+        state_dim: G, round-state entries (22).
         config: a :class:`ReinforceConfig` (or a dict of its fields).
         seed: seeds the initial weights and the pick sampler.
         device: torch device of the network.

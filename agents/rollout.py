@@ -76,14 +76,14 @@ class SB3Agent:
             if set_dims(observation_space) != self._dims:
                 raise ValueError(
                     f"the policy was trained on candidates with {self._dims[0]} features and a state of "
-                    f"{self._dims[1]} (2M + 7 and 3M + 10 for M modalities); this env has "
-                    f"{set_dims(observation_space)}: transfer needs the same number of modalities"
+                    f"{self._dims[1]}; this env has {set_dims(observation_space)}: the policy was trained "
+                    f"on another observation layout (the current one, v2, does not depend on the dataset)"
                 )
         elif any(observation_space[k].shape != trained[k].shape for k in ("candidates", "state", "action_mask")):
             raise ValueError(
                 f"the 'mlp' policy was trained on observations {trained}; this env's are {observation_space}. "
                 f"Only the set policy ('--policy set') transfers across candidate counts; use the same "
-                f"kappa * per_round and modality count, or train a set policy"
+                f"candidate count (env.n_candidates), or train a set policy"
             )
 
     def act(self, obs) -> int:

@@ -3,12 +3,12 @@
     python agents/transfer.py runs/RLMBA-AVDigits-v0__maskable_ppo__1__<t>/model.zip --env-id RLMBA-Synthetic-v0
     python agents/transfer.py runs/RLMBA-Synthetic-v0__reinforce__1__<t>/agent.pt --online --baselines
 
-The observation describes candidates and the round by uncertainties, beliefs, diversity,
-weights and accuracies, never by raw features or class scores, so it depends only on the number
-of modalities M: ``candidates`` has ``2M + 7`` columns, ``state`` ``3M + 10`` entries. A set
-policy (``train_ppo.py --policy set``, REINFORCE) therefore runs on any env with the same M,
-whatever its feature dimensions, class count or candidate count ``kappa * per_round``; an
-``mlp`` policy also needs the same candidate count.
+The observation (layout v2, :mod:`rlmba_env.observation`) describes candidates and the round by
+uncertainties, margins, beliefs and ranks pooled over the modalities, never by raw features,
+class scores or per-modality columns, so its width is the same on every dataset. A set policy
+(``train_ppo.py --policy set``, REINFORCE) therefore runs on any env, whatever its number of
+modalities, feature dimensions, class count or candidate count; an ``mlp`` policy also needs
+the same candidate count.
 
 :func:`load_agent` reads an SB3 ``.zip`` (MaskablePPO or PPO) or a REINFORCE ``.pt`` checkpoint;
 :func:`transfer` plays it on held-out seeds of an env id and returns the episodes.
@@ -58,8 +58,8 @@ def transfer(agent, env: gym.Env, seeds, online: bool = False) -> list[EpisodeRe
         if set_dims(env.observation_space) != (agent.scorer.n_features, agent.scorer.state_dim):
             raise ValueError(
                 f"the agent was trained on candidates with {agent.scorer.n_features} features and a state of "
-                f"{agent.scorer.state_dim} (2M + 7 and 3M + 10 for M modalities); this env has "
-                f"{set_dims(env.observation_space)}: transfer needs the same number of modalities"
+                f"{agent.scorer.state_dim}; this env has {set_dims(env.observation_space)}: the agent was "
+                f"trained on another observation layout (the current one, v2, does not depend on the dataset)"
             )
         results = []
         for seed in seeds:

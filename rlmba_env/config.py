@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from rlmba_env.learner.trainer import LearnerConfig
+from rlmba_env.selection.portfolio import CANDIDATE_SETS, candidate_set_size
+from rlmba_env.selection.score import SCORE_VARIANTS
 
 REWARDS = ("gain", "relative", "absolute")
 """The reward functions of :class:`~rlmba_env.env.MultimodalALEnv` (see its ``## Rewards``)."""
@@ -73,10 +75,20 @@ class EnvConfig:
     reference strategies' at the same round) or ``"absolute"`` (top-1)"""
     balance_weight: float = 0.1
     """lambda of the ``gain`` reward: weight of the modality balance"""
+    candidates: str = "portfolio"
+    """the candidate set: ``"portfolio"``, the union of the batches six cheap rules would label
+    (top q, fused margin, the weakest modality's margin, k-center greedy, cluster
+    representatives, random; K = 6 x per_round), or ``"score"``, the paper's top
+    ``kappa x per_round`` rows by q (see :mod:`rlmba_env.selection.portfolio`)"""
     kappa: int = 5
-    """candidate set size as a multiple of ``per_round`` (K = kappa x per_round)"""
+    """candidate set size as a multiple of ``per_round`` with ``candidates="score"`` (K = kappa x per_round)"""
+    score: str = "margin-none"
+    """the selection score q, ``"<uncertainty>-<diversity>"`` (see :mod:`rlmba_env.selection.score`):
+    the default, AMCB-weighted per-modality margin, measured best on the development suite;
+    ``"paper"`` (= ``"vacuity-outlier"``) is the paper's Dirichlet vacuity plus distance to the
+    nearest k-means centre"""
     beta: float = 1.0
-    """weight of the k-means diversity in the selection score q"""
+    """weight of the diversity term in the selection score q"""
     tau: float = 0.1
     """AMCB softmax temperature"""
     epsilon: float = 0.05
@@ -108,6 +120,9 @@ class EnvConfig:
         self.reward = _check_choice("reward", self.reward, REWARDS)
         self.balance_weight = _check_real("balance_weight", self.balance_weight)
         self.kappa = _check_int("kappa", self.kappa, 1)
+        self.candidates = _check_choice("candidates", self.candidates, CANDIDATE_SETS)
+        if not isinstance(self.score, str) or self.score not in SCORE_VARIANTS:
+            _fail("score", self.score, f"one of {list(SCORE_VARIANTS)}")
         self.beta = _check_real("beta", self.beta, low=0.0)
         self.tau = _check_real("tau", self.tau, low=0.0, low_open=True)
         self.epsilon = _check_real("epsilon", self.epsilon, low=0.0, high=1.0, high_open=True)
@@ -131,6 +146,10 @@ class EnvConfig:
             if not isinstance(self.reference_cache, (str, PathLike)):
                 _fail("reference_cache", self.reference_cache, "None or a folder path")
             self.reference_cache = str(self.reference_cache)
+
+    def candidate_count(self, per_round: int) -> int:
+        """K, the candidates offered per round for a protocol labeling ``per_round`` rows."""
+        return candidate_set_size(self.candidates, self.kappa, per_round)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON values; ``EnvConfig(**config.to_dict()) == config``."""

@@ -23,6 +23,7 @@ from rlmba_env.device import device_data
 from rlmba_env.learner.trainer import EvidentialLearner, FitRequest, FitStats
 from rlmba_env.observation import (
     CandidateSpace,
+    LAYOUT,
     CandidateView,
     candidate_columns,
     observation_space,
@@ -43,54 +44,45 @@ class MultimodalALEnv(gym.Env):
     Learning", arXiv 2603.25107). The episode starts with ``protocol.initial_labels`` random
     pool rows labeled. Every round an evidential multimodal classifier is trained on the
     labeled rows, the modality weights are rebalanced (AMCB), every unlabeled pool row is
-    scored by ``q(x) = sum_m w_m minmax(u_m(x)) + beta minmax(d(x))`` (EFDA uncertainty plus
-    k-means diversity), and the ``kappa * b`` best rows form the candidate set. The agent
-    picks ``b = protocol.per_round`` of them, one per step; after the b-th pick they are
-    labeled, the classifier is retrained and the round's reward is paid.
+    scored by ``q(x) = sum_m w_m minmax(u_m(x)) + beta minmax(d(x))`` (``score``: the paper's
+    Dirichlet vacuity and k-means outlier distance, or the default, AMCB-weighted per-modality
+    margin; :mod:`rlmba_env.selection.score`) and a candidate set is formed (``candidates``:
+    by default the portfolio, the union of the batches six cheap rules would label, each
+    candidate flagged by the rules that proposed it; or the paper's ``kappa * b`` best rows by
+    q; :mod:`rlmba_env.selection.portfolio`). The agent picks ``b = protocol.per_round`` of
+    them, one per step; after the b-th pick they are labeled, the classifier is retrained and
+    the round's reward is paid.
 
     ## Action Space
 
-    ``Discrete(K)`` with ``K = kappa * per_round``: the position of a candidate in the current
-    candidate set (a ``Discrete`` subclass whose ``sample()`` draws an allowed candidate). A
-    candidate already picked this round, or a padding slot when fewer than K unlabeled rows
-    are left, is masked; picking it raises ``ValueError``. The mask is in
+    ``Discrete(K)`` with ``K = env.config.candidate_count(per_round)`` (``6 * per_round`` for
+    the portfolio, ``kappa * per_round`` for the top-q set): the position of a candidate in
+    the current candidate set (a ``Discrete`` subclass whose ``sample()`` draws an allowed
+    candidate). A candidate already picked this round, or a padding slot when the set is
+    smaller than K, is masked; picking it raises ``ValueError``. The mask is in
     ``obs["action_mask"]``, ``info["action_mask"]`` and ``env.action_masks()`` (for
     sb3-contrib's ``MaskablePPO``).
 
     ## Observation Space
 
-    A ``Dict`` with three entries; it depends on the number of modalities M but not on feature
-    dimensions or class count, so a policy transfers across datasets with the same M.
+    A ``Dict`` with three entries in layout ``v2`` (``describe()["observation"]``), which
+    depends on neither the number of modalities, the class count nor feature dimensions: one
+    policy runs on every dataset (only K follows the protocol). Every column and entry is
+    documented in :mod:`rlmba_env.observation`.
 
-    ``candidates``: ``Box(0, 1, (K, 2M + 7), float32)``, one row per candidate (padding rows 0):
+    ``candidates``: ``Box(0, 1, (K, 32), float32)``, one row per candidate (padding rows 0):
+    fused margin, entropy and EFDA uncertainty; vacuity, margin and largest belief of the
+    modalities pooled (mean, min, max) and of the strongest and weakest modality by AMCB
+    weight; Dempster-Shafer conflict and disagreement between modalities; pool percentile
+    ranks of the fused margin, the distance to the nearest labeled row, the density (minus the
+    distance to the nearest k-means centre) and q; one flag per portfolio proposer; the share
+    of the candidate's cluster labeled or picked (``coverage``); ``picked``.
 
-    | column                  | meaning                                                        |
-    |-------------------------|----------------------------------------------------------------|
-    | ``uncertainty_<m>``     | evidential uncertainty u_m = K_classes / S_m of modality m     |
-    | ``belief_<m>``          | largest belief mass of modality m                              |
-    | ``fused_uncertainty``   | EFDA U(x) of the fused opinion, divided by its maximum         |
-    | ``conflict``            | Dempster-Shafer conflict between modalities (mean over pairs)  |
-    | ``disagreement``        | total-variation distance between modalities' predictions      |
-    | ``diversity``           | distance to the nearest k-means centre / largest such distance |
-    | ``coverage``            | share of the candidate's cluster labeled or picked this round  |
-    | ``score``               | q(x) / max q over the pool                                     |
-    | ``picked``              | 1 if picked this round                                         |
-
-    ``state``: ``Box(-10, 10, (6 + 3M + 4,), float32)``:
-
-    | entry                                   | meaning                                          |
-    |-----------------------------------------|--------------------------------------------------|
-    | ``round_fraction``                      | rounds done / rounds                             |
-    | ``picks_left``                          | picks left this round / per_round                |
-    | ``val_top1``, ``val_nll``, ``val_ece``  | fused model on the validation split              |
-    | ``balance``                             | modality balance in [0, 1] (1 = equal shares)    |
-    | ``gap_<m>``                             | val top-1 of modality m minus fused val top-1    |
-    | ``weight_<m>``                          | AMCB modality weight                             |
-    | ``contribution_<m>``                    | Shapley contribution of m to fused val top-1     |
-    | ``mean_fused_uncertainty``              | mean normalised U over the unlabeled pool        |
-    | ``mean_diversity``                      | mean normalised d over the unlabeled pool        |
-    | ``loss_slope``                          | relative change of the last training loss        |
-    | ``log_grad_norm``                       | log(1 + gradient norm) at the end of training    |
+    ``state``: ``Box(-10, 10, (22,), float32)``: round fraction, picks left, share of the pool
+    labeled, val top-1 / NLL / ECE, chance level 1/K, modality balance, AMCB weights (max, min,
+    entropy), Shapley contributions and unimodal-minus-fused val top-1 gaps (pooled), class
+    coverage and class balance of the labeled set, mean fused margin and EFDA uncertainty over
+    the pool, the last fit's loss slope and gradient norm.
 
     ``action_mask``: ``MultiBinary(K)``, 1 where a pick is allowed.
 
@@ -121,7 +113,8 @@ class MultimodalALEnv(gym.Env):
     - ``dataset``: a :class:`~rlmba_env.data.MultimodalDataset`.
     - ``protocol``: a :class:`~rlmba_env.protocols.Protocol` or a dict with its fields.
     - ``config``: an :class:`~rlmba_env.config.EnvConfig`; or its fields as keyword arguments
-      (``learner``, ``reward``, ``balance_weight``, ``kappa``, ``beta``, ``tau``, ``epsilon``,
+      (``learner``, ``reward``, ``balance_weight``, ``candidates``, ``kappa``, ``score``,
+      ``beta``, ``tau``, ``epsilon``,
       ``kmeans_iterations``, ``device``, ``precision``, ``render_mode``,
       ``reference_strategies``, ``reference_cache``; each documented there), which override
       ``config``'s. ``env.config`` holds the validated settings.
@@ -147,7 +140,9 @@ class MultimodalALEnv(gym.Env):
 
     ## Version History
 
-    - v0: initial release.
+    - v0: initial release; observation layout v2 (dataset-agnostic), portfolio candidates and
+      the margin score by default (``candidates="score", score="paper"`` restore the paper's
+      candidate set and score).
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
@@ -165,7 +160,7 @@ class MultimodalALEnv(gym.Env):
 
         self.modalities = dataset.modalities
         self.budget = self.protocol.per_round
-        self.n_candidates = self.config.kappa * self.budget
+        self.n_candidates = self.config.candidate_count(self.budget)
         # The whole dataset lives on the device once; rounds index into it.
         self.data = device_data(dataset, self.device, self.budget, self.config.precision)
         self._pool = np.asarray(dataset.splits["pool"])
@@ -389,4 +384,5 @@ class MultimodalALEnv(gym.Env):
     def describe(self) -> dict[str, Any]:
         """The env's dataset, protocol and configuration, for logging as hyperparameters;
         ``EnvConfig.from_dict(env.describe()) == env.config``."""
-        return {"dataset": self.dataset.name, "protocol": asdict(self.protocol), **self.config.to_dict()}
+        return {"dataset": self.dataset.name, "protocol": asdict(self.protocol), "observation": LAYOUT,
+                **self.config.to_dict()}

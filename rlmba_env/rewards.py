@@ -55,6 +55,9 @@ def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:
         "episode_seed": int(episode_seed),
         # only when not the default, so that curves cached before the option existed stay valid
         **({"precision": cfg.precision} if cfg.precision != "float32" else {}),
+        # q ranks the reference strategy rlmba-score (the candidate set does not matter to
+        # strategies, which label from the whole pool)
+        "score": cfg.score,
     }
 
 

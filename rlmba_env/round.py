@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rlmba_env.chunked import top_positions
+from rlmba_env.chunked import nearest_sq
 from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.observation import candidate_features, round_state
 from rlmba_env.selection.amcb import amcb_weights
-from rlmba_env.selection.efda import fused_uncertainty, selection_score
+from rlmba_env.selection.portfolio import candidate_set, proposals
+from rlmba_env.selection.score import variant_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
 
 if TYPE_CHECKING:
@@ -200,7 +201,8 @@ def evaluate_round(
     Args:
         config: the env's settings (``beta``, ``tau``, ``epsilon``, ``kmeans_iterations``,
             ``kappa``; the fusion rule is the learner's).
-        per_round: the protocol's budget b; the candidate set holds ``kappa * b`` rows.
+        per_round: the protocol's budget b; the candidate set holds
+            ``config.candidate_count(b)`` rows (``config.candidates``), ranked by ``config.score``.
         data: the dataset on the device (features, diversity space, labels, val/test rows).
         labeled_rows, unlabeled_rows: this round's pool partition (dataset row indices).
         weights: the modality weights before AMCB; ``fit``: what the round's fit did.
@@ -215,7 +217,7 @@ def evaluate_round(
     """
     features, diversity, labels = data.features, data.diversity, data.labels
     val_rows, test_rows = data.val_rows, data.test_rows
-    budget, n_candidates = per_round, config.kappa * per_round
+    budget = per_round
     modalities = tuple(features)
     fusion = learner.config.fusion
     clock = _Clock(timings, labels.device)
@@ -246,34 +248,38 @@ def evaluate_round(
 
     # Steps 3-5 on the unlabeled pool.
     fused_alpha = fuse(pool_alphas, weights, fusion)
-    uncertainty = pool_alphas.shape[-1] / pool_alphas.sum(-1)  # u_m = K / S_m, (M, n)
-    U = fused_uncertainty(fused_alpha)
 
     x_pool = diversity.fused(weights, unlabeled_rows)
+    x_labeled = diversity.fused(weights, labeled_rows)
     k = min(budget, x_pool.shape[0])
     centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
-    del x_pool
-    _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
+    _, labeled_assign = diversity.nearest(x_labeled, centroids)
     cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
     cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+    labeled_distance = nearest_sq(x_pool, x_labeled)[0].sqrt_()
     clock("cluster_s")
 
-    q = selection_score(uncertainty, weights, distance, config.beta)
-    top = top_positions(q, n_candidates)  # the candidate set, best first (step 5)
+    q = variant_score(config.score, pool_alphas, weights, config.beta, distance, labeled_distance)
+    # The proposers' batches (drawn after k-means, so the score's draws do not depend on them)
+    proposed = proposals(budget, q, fused_alpha, pool_alphas, weights, x_pool, x_labeled, distance,
+                         assign, generator)
+    del x_pool, x_labeled
+    top, flags = candidate_set(config.candidates, config.candidate_count(per_round), q, proposed)
 
-    cand_features = candidate_features(pool_alphas, top, uncertainty, U, distance, q)
+    cand_features = candidate_features(top, flags, pool_alphas, fused_alpha, weights, q, distance,
+                                       labeled_distance)
 
     # One transfer of everything the state needs from the device.
-    d_max = distance.max().clamp_min(1e-12)
-    host = torch.cat([weights.float(), contrib.float(), U.mean().view(1),
-                      (distance / d_max).mean().view(1)]).cpu()
+    host = torch.cat([weights.float(), contrib.float()]).cpu()
     m_count = len(modalities)
     weights_h = host[:m_count].tolist()
-    contrib_h = host[m_count : 2 * m_count].tolist()
-    mean_u, mean_d = host[2 * m_count :].tolist()
-    balance = balance_score(host[m_count : 2 * m_count])
-    state = round_state(val.top1, val.nll, val.ece, balance, [val.top1_modality[m] - val.top1 for m in modalities],
-                        weights_h, contrib_h, mean_u, mean_d, loss_slope(fit.losses), fit.grad_norm)
+    contrib_h = host[m_count:].tolist()
+    balance = balance_score(host[m_count:])
+    gaps = torch.tensor([val.top1_modality[m] - val.top1 for m in modalities])
+    state = round_state(val.top1, val.nll, val.ece, balance, host[:m_count], host[m_count:], gaps,
+                        labels[labeled_rows], pool_alphas.shape[-1], int(labeled_rows.shape[0]),
+                        int(labeled_rows.shape[0] + unlabeled_rows.shape[0]), fused_alpha,
+                        loss_slope(fit.losses), fit.grad_norm)
     clock("score_s")
 
     return RoundResult(

@@ -54,8 +54,8 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
 
     ## Observation Space
 
-    The single env's ``Dict`` batched: ``candidates`` ``(n_envs, K, 2M + 7)``, ``state``
-    ``(n_envs, 3M + 10)``, ``action_mask`` ``(n_envs, K)``; see ``MultimodalALEnv``.
+    The single env's ``Dict`` batched: ``candidates`` ``(n_envs, K, 32)``, ``state``
+    ``(n_envs, 22)``, ``action_mask`` ``(n_envs, K)``; see ``MultimodalALEnv``.
     :meth:`action_masks` returns the ``(n_envs, K)`` boolean masks (sb3-contrib).
 
     ## Rewards
@@ -86,8 +86,7 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
       ``render_mode`` is not supported.
 
     :meth:`from_env_id` builds one from a registered id (``"RLMBA-AVDigits-v0"``).
-    Infos are batched with Gymnasium's ``_key`` masks; ``candidate_rows`` is padded with -1
-    to K entries when fewer unlabeled rows are left. The sub-envs are in :attr:`envs`
+    Infos are batched with Gymnasium's ``_key`` masks. The sub-envs are in :attr:`envs`
     (``envs[i].pool_state()``, ``envs[i].label(...)`` are theirs); call ``label`` only through
     a sub-env that is mid-episode, as on the single env.
 
@@ -240,11 +239,6 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
     def _batch_infos(self, env_infos: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """The sub-envs' infos batched as ``VectorEnv._add_info`` does (an array per key and a
         ``_key`` mask of the envs that have it), built once per key instead of once per env."""
-        k = self.envs[0].n_candidates
-        for i, info in env_infos.items():
-            rows = info.get("candidate_rows")
-            if rows is not None and rows.shape[0] < k:
-                env_infos[i] = dict(info, candidate_rows=np.concatenate([rows, np.full(k - rows.shape[0], -1, rows.dtype)]))
         return _batch_dicts(env_infos, self.num_envs)
 
 

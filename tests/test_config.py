@@ -23,13 +23,14 @@ def test_keyword_settings_override_a_given_config(small_dataset):
 
 
 def test_registered_ids_pass_their_keywords_to_env_config():
-    env = gym.make("RLMBA-AVDigits-v0", kappa=2, learner={"epochs": 3}, **PROTOCOL).unwrapped
-    assert env.config == EnvConfig(kappa=2, learner=LearnerConfig(epochs=3))
+    env = gym.make("RLMBA-AVDigits-v0", kappa=2, candidates="score", learner={"epochs": 3}, **PROTOCOL).unwrapped
+    assert env.config == EnvConfig(kappa=2, candidates="score", learner=LearnerConfig(epochs=3))
     assert env.n_candidates == 2 * PROTOCOL["per_round"]
 
 
 @pytest.mark.parametrize("name, value", [
     ("reward", "nope"), ("balance_weight", float("nan")), ("kappa", 0), ("kappa", 2.5), ("kappa", True),
+    ("candidates", "topq"), ("score", "entropy-outlier"), ("score", 3),
     ("beta", -1.0), ("tau", 0.0), ("epsilon", 1.0), ("kmeans_iterations", -1), ("device", "gpu"),
     ("precision", "float16"), ("render_mode", "human"), ("reference_strategies", "random"),
     ("learner", 3), ("reference_cache", 5),

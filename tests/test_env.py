@@ -9,6 +9,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import rlmba_env  # noqa: F401
 from rlmba_env import MultimodalALEnv
 from rlmba_env.data.dataset import DatasetError
+from rlmba_env.observation import CANDIDATE_COLUMNS, STATE_ENTRIES
 
 
 def _first_allowed(obs):
@@ -46,8 +47,8 @@ def test_sb3_check_env_passes(env):
 def test_observation_matches_space(env):
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
-    assert obs["candidates"].shape == (20, 2 * 2 + 7)
-    assert env.action_space.n == 20
+    assert obs["candidates"].shape == (6 * 4, len(CANDIDATE_COLUMNS))  # one batch per proposer
+    assert env.action_space.n == 6 * 4
 
 
 def test_same_seed_same_episode(env):
@@ -89,7 +90,7 @@ def test_masked_pick_raises(env):
         env.step(pick)
 
 
-@pytest.mark.parametrize("action", [-1, 20, 1000])
+@pytest.mark.parametrize("action", [-1, 24, 1000])
 def test_out_of_range_pick_raises(env, action):
     env.reset(seed=0)
     with pytest.raises(ValueError, match=f"action {action} is out of range"):
@@ -191,8 +192,8 @@ def test_features_env_runs_any_saved_dataset_with_three_modalities(tmp_path):
     env = gym.make("RLMBA-Features-v0", path=str(tmp_path / "three"), initial_labels=6, per_round=2,
                    rounds=1, learner={"epochs": 10, "hidden": 8})
     obs, _ = env.reset(seed=0)
-    assert obs["candidates"].shape[1] == 2 * 3 + 7
-    assert obs["state"].shape == (6 + 3 * 3 + 4,)
+    assert obs["candidates"].shape[1] == len(CANDIDATE_COLUMNS)
+    assert obs["state"].shape == (len(STATE_ENTRIES),)
     gym_check_env(env.unwrapped, skip_render_check=True)
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from rlmba_env.selection.features import CANDIDATE_COLUMNS, STATE_ENTRIES, candidate_features, percentile_rank, round_state
+from rlmba_env.observation import CANDIDATE_COLUMNS, STATE_ENTRIES, candidate_features, percentile_rank, round_state
 from rlmba_env.selection.portfolio import PROPOSERS
 
 

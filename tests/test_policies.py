@@ -109,7 +109,7 @@ def test_best_allowed_never_picks_a_masked_candidate():
 
 
 def test_top_b_pick_wrapper_picks_best_allowed_and_closes_rounds():
-    env = TopBPickWrapper(gym.make("RLMBA-Synthetic-v0", **TINY), picks_per_step=2)
+    env = TopBPickWrapper(gym.make("RLMBA-Synthetic-v0", candidates="score", **TINY), picks_per_step=2)
     obs, info = env.reset(seed=0)
     scores = np.arange(K, dtype=np.float32)  # the last candidates score highest
     obs, reward, terminated, truncated, info = env.step(scores)

@@ -6,7 +6,6 @@ from rlmba_env.selection.portfolio import (
     candidate_set,
     candidate_set_size,
     cluster_representatives,
-    k_center_positions,
     proposals,
     union_with_flags,
 )
@@ -55,11 +54,6 @@ def test_score_candidates_are_the_top_kappa_b_by_q_and_flag_membership(proposed)
 def test_unknown_candidate_set_is_rejected_with_the_allowed_values(proposed):
     with pytest.raises(ValueError, match="portfolio"):
         candidate_set_size("topq", 5, B)
-
-
-def test_k_center_picks_the_row_farthest_from_the_labeled_rows_first():
-    pool = torch.tensor([[0.0], [1.0], [5.0], [9.0]])
-    assert k_center_positions(pool, torch.tensor([[0.0]]), 2).tolist() == [3, 2]
 
 
 def test_cluster_representatives_are_the_nearest_member_of_the_largest_clusters():

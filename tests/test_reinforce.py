@@ -7,8 +7,9 @@ import torch
 
 import rlmba_env  # noqa: F401
 from agents.reinforce import ReinforceAgent, sample_without_replacement
+from rlmba_env.observation import CANDIDATE_COLUMNS, STATE_ENTRIES
 
-K, F, G = 10, 11, 16
+K, F, G = 10, len(CANDIDATE_COLUMNS), len(STATE_ENTRIES)
 TINY = {"initial_labels": 10, "per_round": 2, "rounds": 2, "learner": {"epochs": 10, "hidden": 8},
         "dataset": {"n_samples": 300, "n_classes": 3, "val_per_class": 5}}
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rlmba_env.observation import CANDIDATE_COLUMNS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,4 +34,4 @@ def test_train_ppo_script_trains_saves_and_logs(tmp_path):
 
     from sb3_contrib import MaskablePPO
     model = MaskablePPO.load(runs[0] / "model.zip")
-    assert model.observation_space["candidates"].shape == (2 * 5, 11)
+    assert model.observation_space["candidates"].shape == (6 * 2, len(CANDIDATE_COLUMNS))

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlmba_env.chunked import CHUNK_ROWS, column_stats, nearest_sq
+from rlmba_env.chunked import CHUNK_ELEMENTS, CHUNK_ROWS, column_stats, nearest_sq
 
 ASSIGN_BLOCK_ELEMENTS = 1 << 22
 """(rows x centroids) block of the scalable variant's assignment: small enough to stay in a
@@ -382,3 +382,28 @@ def weighted_lloyd(x: torch.Tensor, weight: torch.Tensor, centroids: torch.Tenso
         mass = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, assign, weight)
         centroids = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-12)[:, None], centroids)
     return centroids
+
+
+def k_center_greedy(pool: torch.Tensor, labeled: torch.Tensor, budget: int,
+                    rng: np.random.Generator, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """k-center greedy (Sener & Savarese, ICLR 2018, Algorithm 1): positions of ``budget`` rows of ``pool`` chosen by k-center greedy from the ``labeled`` centres.
+
+    Distances to the labeled set are computed in chunks; each greedy step then costs one pass
+    over the pool. With no labeled rows the first centre is drawn uniformly with ``rng``.
+    """
+    n = pool.shape[0]
+    d2 = nearest_sq(pool, labeled, chunk_elements)[0]
+    chosen = []
+    if labeled.shape[0] == 0:
+        first = torch.tensor([int(rng.integers(n))], device=pool.device)
+        chosen.append(first)
+        d2 = nearest_sq(pool, pool[first], chunk_elements)[0]
+        d2[first] = float("-inf")
+    for _ in range(budget - len(chosen)):
+        # argmax returns the first maximum, on every device
+        nxt = d2.argmax().view(1)
+        chosen.append(nxt)
+        d2 = torch.minimum(d2, ((pool - pool[nxt]) ** 2).sum(1))
+        # a chosen row must never come back, even when the remaining rows coincide with centres
+        d2[nxt] = float("-inf")
+    return torch.cat(chosen)

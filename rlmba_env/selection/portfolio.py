@@ -21,32 +21,15 @@ All positions are positions in the round's unlabeled pool, so every candidate is
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from rlmba_env.learner.evidential import expected_probs
 from rlmba_env.selection.score import top2_margin
-from rlmba_env.strategies.common import min_sq_distances
+from rlmba_env.chunked import top_positions
+from rlmba_env.selection.diversity import k_center_greedy
 
 PROPOSERS = ("score", "margin", "weak-margin", "kcenter", "cluster", "random")
-
-
-def top_positions(score: torch.Tensor, n: int) -> torch.Tensor:
-    """Positions of the ``n`` highest scores, best first (ties to the lower position)."""
-    return torch.sort(score, descending=True, stable=True).indices[: min(n, score.shape[0])]
-
-
-def k_center_positions(pool: torch.Tensor, labeled: torch.Tensor, n: int) -> torch.Tensor:
-    """k-center greedy: ``n`` pool positions, each the farthest from the labeled rows and the
-    rows chosen before it (the first row when nothing is labeled)."""
-    d2 = min_sq_distances(pool, labeled) if labeled.shape[0] else torch.full(
-        (pool.shape[0],), float("inf"), device=pool.device)
-    chosen = []
-    for _ in range(min(n, pool.shape[0])):
-        nxt = d2.argmax().view(1)
-        chosen.append(nxt)
-        d2 = torch.minimum(d2, ((pool - pool[nxt]) ** 2).sum(1))
-        d2[nxt] = float("-inf")
-    return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long, device=pool.device)
 
 
 def cluster_representatives(distance: torch.Tensor, assign: torch.Tensor, n: int) -> torch.Tensor:
@@ -77,11 +60,13 @@ def proposals(n: int, score: torch.Tensor, fused_alpha: torch.Tensor, alphas: to
     """
     weak = int(torch.argmin(weights))
     rand = torch.randperm(score.shape[0], generator=generator, device=generator.device)[:n]
+    # k-center greedy draws only when nothing is labeled: its first centre, from the same generator
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
     return {
         "score": top_positions(score, n),
         "margin": top_positions(-top2_margin(expected_probs(fused_alpha.float())), n),
         "weak-margin": top_positions(-top2_margin(expected_probs(alphas[weak].float())), n),
-        "kcenter": k_center_positions(pool_x, labeled_x, n),
+        "kcenter": k_center_greedy(pool_x, labeled_x, min(n, pool_x.shape[0]), rng),
         "cluster": cluster_representatives(distance, assign, n),
         "random": rand.to(score.device),
     }

@@ -34,6 +34,8 @@ from rlmba_env.selection.efda import minmax
 UNCERTAINTIES = ("vacuity", "margin")
 DIVERSITIES = ("outlier", "density", "labeled", "none")
 ALIASES = {"paper": "vacuity-outlier"}
+SCORE_VARIANTS: tuple[str, ...] = (*ALIASES, *(f"{u}-{d}" for u in UNCERTAINTIES for d in DIVERSITIES))
+"""every accepted variant name"""
 
 
 def parse_score(name: str) -> tuple[str, str]:
@@ -41,8 +43,7 @@ def parse_score(name: str) -> tuple[str, str]:
     full = ALIASES.get(name, name)
     uncertainty, _, diversity = full.partition("-")
     if uncertainty not in UNCERTAINTIES or diversity not in DIVERSITIES:
-        allowed = sorted(ALIASES) + [f"{u}-{d}" for u in UNCERTAINTIES for d in DIVERSITIES]
-        raise ValueError(f"unknown score variant {name!r}; choose one of {allowed}")
+        raise ValueError(f"unknown score variant {name!r}; choose one of {list(SCORE_VARIANTS)}")
     return uncertainty, diversity
 
 

@@ -11,34 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlmba_env.chunked import CHUNK_ELEMENTS, nearest_sq
+from rlmba_env.chunked import CHUNK_ELEMENTS
 from rlmba_env.strategies.base import PoolState, Strategy
+from rlmba_env.selection.diversity import k_center_greedy
 from rlmba_env.strategies.common import check_budget, embeddings, to_rows
-
-
-def k_center_greedy(pool: torch.Tensor, labeled: torch.Tensor, budget: int,
-                    rng: np.random.Generator, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """Positions of ``budget`` rows of ``pool`` chosen by k-center greedy from the ``labeled`` centres.
-
-    Distances to the labeled set are computed in chunks; each greedy step then costs one pass
-    over the pool. With no labeled rows the first centre is drawn uniformly with ``rng``.
-    """
-    n = pool.shape[0]
-    d2 = nearest_sq(pool, labeled, chunk_elements)[0]
-    chosen = []
-    if labeled.shape[0] == 0:
-        first = torch.tensor([int(rng.integers(n))], device=pool.device)
-        chosen.append(first)
-        d2 = nearest_sq(pool, pool[first], chunk_elements)[0]
-        d2[first] = float("-inf")
-    for _ in range(budget - len(chosen)):
-        # argmax returns the first maximum, on every device
-        nxt = d2.argmax().view(1)
-        chosen.append(nxt)
-        d2 = torch.minimum(d2, ((pool - pool[nxt]) ** 2).sum(1))
-        # a chosen row must never come back, even when the remaining rows coincide with centres
-        d2[nxt] = float("-inf")
-    return torch.cat(chosen)
 
 
 class CoresetStrategy(Strategy):
