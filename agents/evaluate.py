@@ -4,7 +4,9 @@
     python agents/evaluate.py --agents random ppo=runs/<ppo run>/model.zip pg=runs/<pg run>/agent.pt:online
     tensorboard --logdir runs/eval
 
-An agent is a strategy name (see ``rlmba_env.strategies.STRATEGIES``) or a trained policy,
+An agent is a strategy name (see ``rlmba_env.strategies.STRATEGIES``), ``rl-mba`` (the
+pretrained policy shipped in the package, greedy and frozen; ``rl-mba:online`` keeps learning
+during each campaign) or a trained policy,
 ``[NAME=]PATH[:online]``: an SB3 ``.zip`` (MaskablePPO or PPO, from train_ppo.py) or a
 REINFORCE ``.pt`` (train_pg.py), played greedy; ``:online`` lets a REINFORCE agent keep
 learning during each campaign, as in the paper. For a given seed every agent
@@ -43,6 +45,8 @@ from rlmba_env.strategies import make_strategy, run_strategy_episode
 from agents.tracking import hyperparameter_table
 from agents.summary import write_curves, write_summary
 
+PRETRAINED = "rl-mba"
+"""agent name of the pretrained policy shipped in the package (:mod:`agents.pretrained`)"""
 DEFAULT_AGENTS = ("random", "entropy", "margin", "least-confidence", "bald", "coreset", "badge",
                   "bmmal", "deepfool", "gcnal", "rlmba-score")
 
@@ -86,13 +90,17 @@ def strategy_agent(name: str) -> EvalAgent:
 
 
 def policy_agent(name: str, path: Path, device: str, online: bool) -> EvalAgent:
-    """A trained policy (SB3 ``.zip`` or REINFORCE ``.pt``), greedy; a REINFORCE agent marked
-    ``:online`` instead keeps learning during each campaign, a fresh copy per seed (the paper's
-    online setting)."""
+    """A trained policy (SB3 ``.zip`` or REINFORCE ``.pt``, or :data:`PRETRAINED`, the shipped
+    policy, its hash checked), greedy; a REINFORCE agent marked ``:online`` instead keeps
+    learning during each campaign, a fresh copy per seed (the paper's online setting)."""
+    from agents.pretrained import POLICY_FILE, load_pretrained
     from agents.transfer import load_agent as load_policy
     from agents.transfer import transfer
 
-    policy = load_policy(path, device)
+    if str(path) == PRETRAINED:
+        policy, path = load_pretrained(device), POLICY_FILE
+    else:
+        policy = load_policy(path, device)
 
     def play(env: gym.Env, seed: int) -> list[dict[str, Any]]:
         return transfer(policy, env, [seed], online=online)[0].rows
@@ -101,9 +109,12 @@ def policy_agent(name: str, path: Path, device: str, online: bool) -> EvalAgent:
 
 
 def load_agent(spec: str, device: str) -> EvalAgent:
-    """``NAME=PATH[:online]`` or ``PATH[:online]`` for a trained policy, else a strategy name."""
+    """``NAME=PATH[:online]`` or ``PATH[:online]`` for a trained policy, ``rl-mba[:online]`` for
+    the shipped one, else a strategy name."""
     name, _, target = spec.rpartition("=") if "=" in spec else ("", "", spec)
     target, online = (target[: -len(":online")], True) if target.endswith(":online") else (target, False)
+    if target == PRETRAINED:
+        return policy_agent(name or spec, Path(PRETRAINED), device, online)
     path = Path(target)
     if path.suffix in (".zip", ".pt"):
         if not path.is_file():

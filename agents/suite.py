@@ -7,8 +7,9 @@ suite (``RLMBA-DevSuite-v0:webkb``), e.g.::
 
     --suite RLMBA-AVDigits-v0 RLMBA-Synthetic-v0 RLMBA-DevSuite-v0:webkb RLMBA-DevSuite-v0:mnist4
 
-:class:`Suite` builds each env once, on first use, and :meth:`Suite.sample` draws the next
-episode's env from its own seeded generator, so a resumed run can continue the same sequence.
+:class:`Suite` builds each env once, on first use; :class:`SuiteEnv` is one Gymnasium env over
+it that draws each episode's env at ``reset`` from its ``np_random``, so ``reset(seed=s)``
+fixes the sequence of datasets as well as the episodes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def parse_spec(text: str) -> EnvSpec:
     return EnvSpec(env_id, name or None)
 
 
+def make_suite_training_env(specs: list[str], torch_threads: int | None = None, **env_kwargs: Any) -> "SuiteEnv":
+    """A :class:`SuiteEnv` over ``specs`` (importable at module level for ``SubprocVecEnv``)."""
+    return SuiteEnv(Suite(specs, torch_threads=torch_threads, **env_kwargs))
+
+
 def make_suite_env(spec: EnvSpec, torch_threads: int | None = None, **env_kwargs: Any) -> gym.Env:
     """The env of one spec, with ``env_kwargs`` (JSON ``--env-kwargs``) applied to it."""
     if spec.name is not None:
@@ -57,15 +63,13 @@ def make_suite_env(spec: EnvSpec, torch_threads: int | None = None, **env_kwargs
 
 
 class Suite:
-    """Envs of several specs, one drawn per episode (uniformly, from ``seed``); built lazily."""
+    """Envs of several specs, each built once, on first use."""
 
-    def __init__(self, specs: list[str] | list[EnvSpec], seed: int = 0, torch_threads: int | None = None,
-                 **env_kwargs: Any):
+    def __init__(self, specs: list[str] | list[EnvSpec], torch_threads: int | None = None, **env_kwargs: Any):
         if not specs:
             raise ValueError("a suite needs at least one env spec")
         self.specs = [s if isinstance(s, EnvSpec) else parse_spec(s) for s in specs]
         self.env_kwargs, self.torch_threads = env_kwargs, torch_threads
-        self.rng = np.random.default_rng(seed)
         self._envs: dict[EnvSpec, gym.Env] = {}
 
     def env(self, spec: EnvSpec) -> gym.Env:
@@ -73,9 +77,9 @@ class Suite:
             self._envs[spec] = make_suite_env(spec, self.torch_threads, **self.env_kwargs)
         return self._envs[spec]
 
-    def sample(self) -> tuple[EnvSpec, gym.Env]:
-        """The next episode's spec and env."""
-        spec = self.specs[int(self.rng.integers(len(self.specs)))]
+    def sample(self, rng: np.random.Generator) -> tuple[EnvSpec, gym.Env]:
+        """A spec drawn uniformly with ``rng``, and its env."""
+        spec = self.specs[int(rng.integers(len(self.specs)))]
         return spec, self.env(spec)
 
     def close(self) -> None:
@@ -85,7 +89,9 @@ class Suite:
 
 
 class SuiteEnv(gym.Env):
-    """One Gymnasium env over a :class:`Suite`: every ``reset`` draws the episode's env.
+    """One Gymnasium env over a :class:`Suite`: every ``reset`` draws the episode's env
+    uniformly from ``np_random`` (seeded by ``reset(seed=...)``), then resets it with the same
+    arguments.
 
     The observation layout (v2) is the same for every dataset except the candidate count
     ``K`` (``kappa * b`` or one batch per portfolio proposer, b = per_round), so candidates and
@@ -131,7 +137,7 @@ class SuiteEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        spec, self.current = self.suite.sample()
+        spec, self.current = self.suite.sample(self.np_random)
         self.spec_label = spec.label
         obs, info = self.current.reset(seed=seed, options=options)
         return self._pad(obs), {**info, "env_spec": spec.label}

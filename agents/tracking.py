@@ -22,8 +22,11 @@ def hyperparameter_table(args: Any) -> str:
     return f"|param|value|\n|-|-|\n{rows}"
 
 
-def episode_scalars(info: dict[str, Any], modalities: tuple[str, ...]) -> dict[str, float]:
-    """The end-of-episode scalars every agent logs, under shared tags so runs compare side by side."""
+def episode_scalars(info: dict[str, Any], modalities: tuple[str, ...] | None) -> dict[str, float]:
+    """The end-of-episode scalars every agent logs, under shared tags so runs compare side by side;
+    ``modalities`` None: those in ``info`` (episodes of a suite of datasets differ)."""
+    if modalities is None:
+        modalities = tuple(k.removeprefix("test_top1_") for k in info if k.startswith("test_top1_"))
     scalars = {
         "test/top1": info["test_top1"],
         "charts/final_val_top1": info["top1"],
@@ -41,7 +44,7 @@ class EpisodeMetricsCallback(BaseCallback):
     final test top-1, per-modality top-1, Shapley contributions and balance, at the current
     timestep. Reward terms are averaged over the rounds of each episode."""
 
-    def __init__(self, hyperparameters: str, modalities: tuple[str, ...]):
+    def __init__(self, hyperparameters: str, modalities: tuple[str, ...] | None):
         super().__init__()
         self.hyperparameters = hyperparameters
         self.modalities = modalities

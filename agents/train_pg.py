@@ -4,6 +4,7 @@
     python agents/train_pg.py --total-timesteps 0                # no pre-training: online agent only
     python agents/train_pg.py --env-id RLMBA-Synthetic-v0 --attention True
     python agents/train_pg.py --resume runs/<run>/agent.pt --total-timesteps 1000
+    python agents/train_pg.py --suite RLMBA-AVDigits-v0 RLMBA-DevSuite-v0:webkb --bc-teacher margin_rank
     tensorboard --logdir runs
 
 The agent (:class:`agents.reinforce.ReinforceAgent`) samples each round's picks from its masked
@@ -12,6 +13,14 @@ EMA-smoothed rewards. Pre-training plays whole episodes until ``--total-timestep
 Evaluation follows the paper: on every held-out seed a copy of the agent labels a fresh
 campaign and keeps learning online during it (``--no-eval-online``: greedy, frozen); logged
 as ``eval/top1`` (final test top-1), ``eval/balance``, ``eval/aulc``, ``eval/return``.
+
+With ``--suite`` every training episode plays an env drawn from a list of env specs
+(:mod:`agents.suite`; ``--env-id`` is then only the evaluation env), so one policy learns
+across datasets; the observation (layout v2) is the same on all of them. ``--bc-teacher COLUMN``
+first clones a rule into the policy (:mod:`agents.imitation`): ``--bc-episodes`` teacher
+episodes per env, each pick the allowed candidate with the largest value in that candidate
+column (``margin_rank`` = margin sampling, ``score_rank`` = the score q, ``proposed_kcenter``,
+...); policy-gradient training (``--total-timesteps``) then starts from it.
 
 Hyperparameters come from ``agents/hyperparams/reinforce.yml`` (entry of the env id, else
 ``default``); a flag given on the command line wins. ``--resume AGENT.pt`` continues a
@@ -39,8 +48,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.envs import make_env, parse_env_kwargs, resolve_device
 from agents.hyperparams import hyperparams_file, resolve
+from agents.imitation import clone, collect
 from agents.reinforce import ReinforceAgent, ReinforceConfig
 from agents.rollout import EVAL_SEED, summarize
+from agents.suite import make_suite_training_env
 from agents.tracking import hyperparameter_table, run_name
 
 AGENT = "reinforce"
@@ -101,6 +112,14 @@ class Args:
     """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
+    suite: tuple[str, ...] = ()
+    """env specs ENV_ID or RLMBA-DevSuite-v0:NAME; each training episode plays one, drawn with --seed"""
+    bc_teacher: str | None = None
+    """candidate column whose argmax the policy clones before training (e.g. margin_rank); None: no cloning"""
+    bc_episodes: int = 1
+    """teacher episodes per training env (reset seeds 1000, 1001, ...)"""
+    bc_epochs: int = 40
+    """behaviour-cloning epochs"""
 
 
 def evaluate_online(agent: ReinforceAgent, env, seeds: list[int], online: bool) -> dict[str, float]:
@@ -118,14 +137,25 @@ def main(args: Args) -> Path:
     args, _ = resolve(args, args.hyperparams or hyperparams_file(AGENT), DEFAULTS)
     device = resolve_device(args.device)
     env_kwargs = parse_env_kwargs(args.env_kwargs, device)
-    env = make_env(args.env_id, torch_threads=args.torch_threads or None, **env_kwargs)
-    modalities = tuple(env.unwrapped.modalities)
-    if args.resume:
-        agent = ReinforceAgent.load(args.resume, device)
+    threads = args.torch_threads or None
+    resumed = ReinforceAgent.load(args.resume, device) if args.resume else None
+    if args.suite:
+        # the envs follow the episodes' seeds: a resumed run draws a new, still seeded, sequence
+        env = make_suite_training_env(list(args.suite), torch_threads=threads, **env_kwargs)
+    else:
+        env = make_env(args.env_id, torch_threads=threads, **env_kwargs)
+    if resumed:
+        agent = resumed
         args = replace(args, **asdict(agent.config))  # the checkpoint's hyperparameters are in effect
     else:
         config = ReinforceConfig(**{f.name: getattr(args, f.name) for f in fields(ReinforceConfig)})
         agent = ReinforceAgent.from_env(env, config, seed=args.seed, device=device)
+    if args.bc_teacher:
+        envs = [env.suite.env(spec) for spec in env.suite.specs] if args.suite else [env]
+        seeds = range(1000, 1000 + args.bc_episodes)
+        samples = [s for e in envs for s in collect(e, args.bc_teacher, seeds)]
+        losses = clone(agent, samples, epochs=args.bc_epochs, seed=args.seed)
+        print(f"cloned {args.bc_teacher} from {len(samples)} picks: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
     name = run_name(args.env_id, AGENT, args.seed)
     run_dir = Path(args.log_dir) / name
@@ -144,13 +174,14 @@ def main(args: Args) -> Path:
 
     start, t0 = agent.steps, time.time()
     last_eval = last_ckpt = start
-    print(f"training {AGENT} on {args.env_id} for {args.total_timesteps} picks"
+    trained_on = f"the suite {', '.join(args.suite)}" if args.suite else args.env_id
+    print(f"training {AGENT} on {trained_on} for {args.total_timesteps} picks"
           + (f" from pick {start} of {args.resume}" if args.resume else "") + f"; TensorBoard logs: {run_dir}")
     while agent.steps - start < args.total_timesteps:
         # The first episode of a run is seeded; the env's RNG carries on from there.
         seed = args.seed + agent.episodes if agent.steps == start else None
         result, stats = agent.run_episode(env, learn=True, seed=seed)
-        scalars = result.scalars(modalities)
+        scalars = result.scalars(tuple(env.unwrapped.modalities))
         if stats:
             scalars.update({
                 "losses/policy_loss": float(np.mean([s["policy_loss"] for s in stats])),

@@ -5,6 +5,7 @@
     python agents/train_ppo.py --algo ppo                        # plain SB3 PPO, no sb3-contrib masking
     python agents/train_ppo.py --policy mlp                      # SB3's MultiInputPolicy
     python agents/train_ppo.py --env-id RLMBA-Synthetic-v0 --env-kwargs '{"rounds": 5}'
+    python agents/train_ppo.py --suite RLMBA-AVDigits-v0 RLMBA-DevSuite-v0:webkb RLMBA-DevSuite-v0:mnist4
     python agents/train_ppo.py --resume runs/<run>/checkpoints/model_5000_steps.zip --total-timesteps 5000
     tensorboard --logdir runs
 
@@ -61,6 +62,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device
+from agents.suite import make_suite_training_env
 from agents.hyperparams import hyperparams_file, resolve
 from agents.policies import MaskableSetPolicy, SetActorCriticPolicy
 from agents.rollout import EVAL_SEED, SB3Agent, evaluate, summarize
@@ -137,6 +139,9 @@ class Args:
     """folder that receives one sub-folder per run"""
     progress_bar: bool = True
     """show a progress bar over timesteps"""
+    suite: tuple[str, ...] = ()
+    """env specs ENV_ID or RLMBA-DevSuite-v0:NAME; each training episode plays one (``--env-id``
+    is then only the evaluation env); candidates are padded to the suite's largest K"""
 
 
 class EvalCallback(BaseCallback):
@@ -193,8 +198,10 @@ def main(args: Args) -> Path:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     parallel = args.n_envs > 1
+    threads = (args.torch_threads or 1) if parallel else None
     vec_env = make_vec_env(
-        partial(make_env, args.env_id, torch_threads=(args.torch_threads or 1) if parallel else None),
+        partial(make_suite_training_env, list(args.suite), threads) if args.suite
+        else partial(make_env, args.env_id, torch_threads=threads),
         n_envs=args.n_envs,
         seed=args.seed,
         env_kwargs=env_kwargs,
@@ -202,7 +209,8 @@ def main(args: Args) -> Path:
         vec_env_cls=SubprocVecEnv if parallel else DummyVecEnv,
         vec_env_kwargs={"start_method": "spawn"} if parallel else None,
     )
-    modalities = tuple(vec_env.get_attr("modalities")[0])
+    # episodes of a suite differ in their modalities: logged as each episode's info has them
+    modalities = None if args.suite else tuple(vec_env.get_attr("modalities")[0])
     if args.resume:
         model = algo.load(args.resume, env=vec_env, device=device)
         # The checkpoint's hyperparameters are the ones in effect: log those.
