@@ -38,7 +38,7 @@ import tyro
 import rlmba_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import episode_file, load_agent, read_rows, write_rows_atomically
 from agents.summary import aulc
-from agents.suite import EnvSpec, make_suite_env, parse_spec
+from agents.suite import make_suite_env, parse_spec
 from rlmba_env.data.suite import suite_names
 
 TEACHERS = {"margin": "margin_rank", "rlmba-score": "score_rank", "coreset": "proposed_kcenter",
@@ -56,8 +56,9 @@ class Args:
     """held-out development datasets"""
     extra: tuple[str, ...] = ("RLMBA-AVDigits-v0", "RLMBA-Synthetic-v0")
     """env specs added to every fold's training suite"""
-    strategies: tuple[str, ...] = ("random", "margin", "entropy", "coreset", "rlmba-score")
-    """classic strategies run by the ``baselines`` stage (``LABEL=NAME`` stores NAME as LABEL)"""
+    strategies: tuple[str, ...] = ("random", "margin", "coreset", "rlmba-score-paper=rlmba-score@paper", "rlmba-score")
+    """classic strategies run by the ``baselines`` stage: ``[LABEL=]NAME[@SCORE]`` stores NAME
+    as LABEL, played in an env with ``score=SCORE`` (e.g. the paper's q for rlmba-score)"""
     seeds: tuple[int, ...] = (20000, 20001, 20002, 20003, 20004)
     """evaluation episode seeds"""
     teachers: tuple[str, ...] = ("margin", "rlmba-score")
@@ -78,8 +79,14 @@ class Args:
     """bootstrap resamples of the IQM intervals"""
 
 
-def _strategy_specs(specs) -> list[tuple[str, str]]:
-    return [tuple(s.split("=", 1)) if "=" in s else (s, s) for s in specs]
+def _strategy_specs(specs) -> list[tuple[str, str, str | None]]:
+    """``(label, strategy, score or None)`` of each ``[LABEL=]NAME[@SCORE]``."""
+    out = []
+    for spec in specs:
+        label, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name, _, score = rest.partition("@")
+        out.append((label or spec, name, score or None))
+    return out
 
 
 def run_baselines(args: Args, out: Path) -> None:
@@ -88,12 +95,15 @@ def run_baselines(args: Args, out: Path) -> None:
     kwargs = json.loads(args.env_kwargs)
     for seed in args.seeds:
         for name in args.datasets:
-            env = None
-            for label, strategy in _strategy_specs(args.strategies):
+            envs = {}
+            for label, strategy, score in _strategy_specs(args.strategies):
                 path = episode_file(out / name, label, seed)
                 if path.is_file():
                     continue
-                env = env or gym.make("RLMBA-DevSuite-v0", name=name, **kwargs)
+                if score not in envs:
+                    envs[score] = gym.make("RLMBA-DevSuite-v0", name=name,
+                                           **{**kwargs, **({"score": score} if score else {})})
+                env = envs[score]
                 agent = load_agent(strategy, "cpu")
                 start = time.perf_counter()
                 rows = [{"agent": label, "seed": seed, **r} for r in agent.play(env, seed)]
@@ -135,7 +145,7 @@ def normalised(table, strategies) -> dict[str, dict[str, np.ndarray]]:
 
 def choose_teacher(args: Args, held_out: str, table) -> str:
     """The teacher with the best mean normalised AULC over the fold's training datasets."""
-    labels = [label for label, _ in _strategy_specs(args.strategies)]
+    labels = [label for label, _, _ in _strategy_specs(args.strategies)]
     norm = normalised({n: t for n, t in table.items() if n != held_out}, labels)
     scores = {t: np.mean([norm[n][t].mean() for n in norm if t in norm[n]]) for t in args.teachers}
     return max(scores, key=lambda t: (scores[t], -args.teachers.index(t)))
@@ -197,7 +207,7 @@ def report(args: Args, out: Path) -> str:
     from rliable import metrics
 
     table = aulc_table(out, args.datasets, args.seeds)
-    labels = [label for label, _ in _strategy_specs(args.strategies)]
+    labels = [label for label, _, _ in _strategy_specs(args.strategies)]
     agents = labels + [args.policy_name]
     lines = ["| dataset | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
     for name in args.datasets:

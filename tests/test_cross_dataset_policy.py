@@ -87,3 +87,23 @@ def test_training_over_a_two_dataset_suite_runs_and_resumes(tmp_path):
     run_pg("--resume", tmp_path / "first" / "agent.pt", "--total-timesteps", 8, cwd=tmp_path)
     resumed = ReinforceAgent.load(next(tmp_path.glob("*__reinforce__*")) / "agent.pt")
     assert resumed.steps == 16 and resumed.episodes == 4
+
+
+def test_shipped_policy_loads_and_its_hash_matches():
+    from agents.pretrained import POLICY_FILE, POLICY_SHA256, load_pretrained
+    from rlmba_env.data.cache import file_sha256
+
+    assert file_sha256(POLICY_FILE) == POLICY_SHA256
+    agent = load_pretrained()
+    env = tiny_env(3)
+    obs, _ = env.reset(seed=0)
+    assert obs["action_mask"][agent.act(obs, deterministic=True)] == 1
+
+
+def test_a_tampered_shipped_policy_is_refused(tmp_path):
+    from agents.pretrained import POLICY_FILE, load_pretrained
+
+    copy = tmp_path / "rl_mba.pt"
+    copy.write_bytes(POLICY_FILE.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="sha256"):
+        load_pretrained(path=copy)
