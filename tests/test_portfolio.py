@@ -60,3 +60,17 @@ def test_cluster_representatives_are_the_nearest_member_of_the_largest_clusters(
     assign = torch.tensor([0, 0, 0, 1, 1, 2])
     distance = torch.tensor([0.5, 0.1, 0.9, 0.3, 0.2, 0.0])
     assert cluster_representatives(distance, assign, 2).tolist() == [1, 4]
+
+
+def test_k_center_on_a_large_pool_proposes_distinct_rows_of_its_uniform_sample(monkeypatch):
+    import rlmba_env.selection.portfolio as portfolio
+
+    monkeypatch.setattr(portfolio, "KCENTER_MAX_ROWS", 30)
+    g = torch.Generator().manual_seed(0)
+    alphas = torch.rand(M, N, K, generator=g) * 5 + 1
+    proposed = proposals(B, torch.rand(N, generator=g), alphas.mean(0), alphas, torch.tensor([0.5, 0.3, 0.2]),
+                         torch.randn(N, 4, generator=g), torch.randn(7, 4, generator=g), torch.rand(N, generator=g),
+                         torch.randint(0, 8, (N,), generator=g), torch.Generator().manual_seed(5))
+    kcenter = proposed["kcenter"]
+    sample = torch.randperm(N, generator=torch.Generator().manual_seed(5))[:30]  # the proposers' first draw
+    assert kcenter.unique().numel() == B and torch.isin(kcenter, sample).all()
