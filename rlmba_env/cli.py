@@ -2,6 +2,7 @@
 
     rlmba prepare DATASET --raw DIR    raw Food101 / KineticsSound / VGGSound -> feature cache
     rlmba evaluate --agents ...         agents x seeds: TensorBoard, CSV, summary, plot
+    rlmba benchmark --datasets ...      datasets x agents x seeds in parallel, and a leaderboard
 
 Adding a subcommand: write ``add_<name>(subparsers)``, which adds its parser and sets
 ``func`` to a function taking the parsed arguments and returning an exit status, and append it
@@ -157,8 +158,24 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rlmba benchmark -------------------------------------------------------------------------
+def add_benchmark(subparsers) -> None:
+    # agents/benchmark.py's Args, parsed by tyro, as for evaluate.
+    parser = subparsers.add_parser(
+        "benchmark", add_help=False,
+        help="datasets x agents x seeds on every core or a Ray cluster, and a leaderboard",
+        description="Same options as python agents/benchmark.py (rlmba benchmark --help lists them).")
+    parser.set_defaults(func=_run_benchmark, pass_through=True)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from agents.benchmark import main as benchmark_main
+
+    return benchmark_main(args.options, prog=f"{PROG} benchmark")
+
+
 # -- the command -----------------------------------------------------------------------------
-SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate, add_benchmark]
 
 
 def build_parser() -> argparse.ArgumentParser:
