@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import torch
 import tyro
 import yaml
 from tqdm.auto import tqdm
@@ -59,6 +58,7 @@ import rlmba_env  # noqa: F401  (registers the env ids)
 from rlmba_env.data.cache import is_cache
 from rlmba_env.data.suite import suite_names
 from rlmba_env.registration import PROTOCOL_FIELDS
+from agents.envs import set_torch_threads
 from agents.evaluate import (DEFAULT_AGENTS, EvalAgent, check_distinct, episode_file, load_agent, log_tensorboard,
                              play_episode, read_rows, record_config, run_config, write_rows_atomically)
 from agents.leaderboard import write_leaderboard
@@ -96,7 +96,8 @@ class Args:
     ray: str = ""
     """run the episodes on Ray instead: a cluster address (ray.init(address=...)), or local"""
     torch_threads: int = 1
-    """torch threads per worker (and of this process)"""
+    """torch threads of each worker and of this process (0: torch's default); one is fastest for
+    the small classifier fits, and workers x threads should not exceed the cores"""
     device: str = "cpu"
     """torch device of the env's classifier (and of policies)"""
     compare_to: str = "margin"
@@ -206,7 +207,7 @@ _AGENTS: dict[tuple[str, str], EvalAgent] = {}
 def run_episode(task: Episode) -> tuple[Episode, list[dict[str, Any]], float]:
     """Play one episode (the worker's env and agent are built once and reused: an episode is
     seeded by its seed alone); returns the task, its rows and its wall-clock seconds."""
-    torch.set_num_threads(task.torch_threads)
+    set_torch_threads(task.torch_threads)
     start = time.perf_counter()
     key = (task.env_id, task.env_kwargs_json)
     if key not in _ENVS:
@@ -218,8 +219,6 @@ def run_episode(task: Episode) -> tuple[Episode, list[dict[str, Any]], float]:
     return task, rows, time.perf_counter() - start
 
 
-def _init_worker(torch_threads: int) -> None:
-    torch.set_num_threads(torch_threads)
 
 
 # -- running the tasks ---------------------------------------------------------------------------
@@ -242,7 +241,7 @@ def run_local(tasks: list[Episode], workers: int, torch_threads: int):
     if workers == 1:
         yield from map(run_episode, tasks)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=set_torch_threads,
                              initargs=(torch_threads,)) as pool:
         pending = {pool.submit(run_episode, t) for t in tasks}
         while pending:
@@ -259,7 +258,7 @@ def run_ray(tasks: list[Episode], address: str, workers: int, torch_threads: int
         raise ImportError("--ray needs Ray: pip install -e .[ray]  (or pip install 'ray[default]')") from None
     started = not ray.is_initialized()
     if started:
-        env_vars = {"OMP_NUM_THREADS": str(torch_threads)}
+        env_vars = {"OMP_NUM_THREADS": str(torch_threads)} if torch_threads > 0 else {}
         if address == "local":
             # Ray's local workers start in a temporary folder: give them this checkout's packages.
             roots = {str(Path(m.__file__).resolve().parents[1]) for m in (rlmba_env, agents)}
@@ -282,9 +281,7 @@ def run_ray(tasks: list[Episode], address: str, workers: int, torch_threads: int
 # -- main -------------------------------------------------------------------------------------
 def benchmark(args: Args) -> Path:
     """Run (or resume) the benchmark and write every dataset's outputs and the leaderboard."""
-    if args.torch_threads < 1:
-        raise ValueError(f"--torch-threads must be >= 1, got {args.torch_threads}")
-    torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     workers = parse_workers(args.workers)
     check_distinct("--seeds", list(args.seeds))
     agents = [load_agent(spec, args.device) for spec in args.agents]

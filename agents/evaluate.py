@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import torch
 import tyro
 from tqdm.auto import tqdm
 
 import rlmba_env  # noqa: F401  (registers the env ids)
 from rlmba_env.strategies import make_strategy, run_strategy_episode
+from agents.envs import set_torch_threads
 from agents.tracking import hyperparameter_table
 from agents.summary import write_curves, write_summary
 
@@ -71,8 +71,8 @@ class Args:
     device: str = "cpu"
     """torch device of the env's classifier (and of policies)"""
     torch_threads: int = 1
-    """torch threads of this process; the classifier fits are small, so more threads than one
-    mostly wait on each other (AV-Digits episode: see the README's Speed section)"""
+    """torch threads of this process (0: torch's default); the classifier fits are small, so one
+    thread is fastest on a small busy machine (README, Speed)"""
     bootstrap_reps: int = 2000
     """bootstrap resamples for the IQM confidence intervals"""
 
@@ -218,9 +218,7 @@ def log_tensorboard(tb_dir: Path, rows: list[dict[str, Any]], modalities: tuple[
 
 # -- main -------------------------------------------------------------------------------------
 def evaluate(args: Args) -> Path:
-    if args.torch_threads < 1:
-        raise ValueError(f"--torch-threads must be >= 1, got {args.torch_threads}")
-    torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     check_distinct("--seeds", list(args.seeds))
     env_kwargs = json.loads(args.env_kwargs)
     if not isinstance(env_kwargs, dict):

@@ -85,8 +85,9 @@ class Args:
     """one self-attention layer across candidates [yaml: False]"""
     heads: int | None = None
     """attention heads [yaml: 4]"""
-    torch_threads: int = 0
-    """torch threads of this process (0: torch's default; 1 is faster on a busy small machine)"""
+    torch_threads: int = 1
+    """torch threads of this process (0: torch's default); the classifier fits are small, so one
+    thread is fastest on a small busy machine (README, Speed)"""
     eval_freq: int = 1000
     """evaluate every this many picks (and at the end); 0 = only at the end"""
     eval_episodes: int = 3
@@ -118,7 +119,7 @@ def main(args: Args) -> Path:
     args, _ = resolve(args, args.hyperparams or hyperparams_file(AGENT), DEFAULTS)
     device = resolve_device(args.device)
     env_kwargs = parse_env_kwargs(args.env_kwargs, device)
-    env = make_env(args.env_id, torch_threads=args.torch_threads or None, **env_kwargs)
+    env = make_env(args.env_id, torch_threads=args.torch_threads, **env_kwargs)
     modalities = tuple(env.unwrapped.modalities)
     if args.resume:
         agent = ReinforceAgent.load(args.resume, device)

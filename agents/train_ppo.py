@@ -60,7 +60,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device
+from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device, set_torch_threads
 from agents.hyperparams import hyperparams_file, resolve
 from agents.policies import MaskableSetPolicy, SetActorCriticPolicy
 from agents.rollout import EVAL_SEED, SB3Agent, evaluate, summarize
@@ -99,8 +99,9 @@ class Args:
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
     n_envs: int | None = None
     """parallel environments; more than one run in spawned subprocesses [yaml: 1]"""
-    torch_threads: int = 0
-    """torch threads of this process (0: torch's default) and of each subprocess env (0: 1)"""
+    torch_threads: int = 1
+    """torch threads of this process and of each subprocess env (0: torch's default here, 1 there);
+    the classifier fits are small, so one thread is fastest on a small busy machine"""
     picks_per_step: int = 1
     """ppo only: candidates picked per step, best scores first (per_round = a whole round per step)"""
     n_steps: int | None = None
@@ -190,8 +191,7 @@ def main(args: Args) -> Path:
 
     name = run_name(args.env_id, args.algo, args.seed)
     run_dir = Path(args.log_dir) / name
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     parallel = args.n_envs > 1
     vec_env = make_vec_env(
         partial(make_env, args.env_id, torch_threads=(args.torch_threads or 1) if parallel else None),

@@ -88,13 +88,14 @@ class Args:
     """also run random picks and always-first-candidate (top-b by q) on the same seeds"""
     device: str = "auto"
     """torch device of the policy and the env's classifier"""
-    torch_threads: int = 0
-    """torch threads of this process (0: torch's default)"""
+    torch_threads: int = 1
+    """torch threads of this process (0: torch's default); the classifier fits are small, so one
+    thread is fastest on a small busy machine (README, Speed)"""
 
 
 def main(args: Args) -> dict[str, dict[str, float]]:
     device = resolve_device(args.device)
-    env = make_env(args.env_id, torch_threads=args.torch_threads or None, **parse_env_kwargs(args.env_kwargs, device))
+    env = make_env(args.env_id, torch_threads=args.torch_threads, **parse_env_kwargs(args.env_kwargs, device))
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
     rows = {Path(args.model).name: summarize(transfer(load_agent(args.model, device), env, seeds, args.online))}
     if args.baselines:

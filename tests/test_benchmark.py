@@ -181,3 +181,13 @@ def test_ray_local_gives_bit_identical_metrics(grid, datasets_dir, tmp_path):
     out = benchmark(_args(datasets_dir, tmp_path, ray="local"))
     for name in DATASETS:
         assert _metrics(out / name / "results.csv") == _metrics(grid / name / "results.csv")
+
+
+def test_rlmba_benchmark_command_resumes_the_same_grid(grid, datasets_dir):
+    from rlmba_env.cli import main
+
+    argv = ["benchmark", "--datasets-dir", str(datasets_dir), "--datasets", *DATASETS, "--agents", "random", "margin",
+            "--seeds", "0", "1", "--env-kwargs", TINY_LEARNER, "--out-dir", str(grid), "--workers", "1",
+            "--bootstrap-reps", "100", "--no-progress"]
+    assert main(argv) == 0
+    assert main([*argv, "--rounds", "3"]) == 1  # another configuration: refused with one error line
