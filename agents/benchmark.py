@@ -28,7 +28,8 @@ then the ``--datasets-dir`` ``index.json`` entry, then the dataset's own.
 Outputs under ``--out-dir``: one folder per dataset named by the dataset, laid out as
 ``agents/evaluate.py`` lays out its folder (``config.json``, ``episodes/``, ``tb/<agent>__seed<seed>``,
 ``results.csv``, ``summary.md``, ``curves.png``), and, across datasets, ``leaderboard.md``,
-``leaderboard.csv`` and ``curves.png`` (see ``agents.leaderboard``). Workers return their rows
+``leaderboard.csv`` and ``curves.png`` (see ``agents.leaderboard``), and ``timings.csv``, one line
+per episode played (dataset, agent, seed, worker seconds, appended as they finish). Workers return their rows
 and this process writes every file, so a cluster's nodes need no shared disk for the outputs;
 they do need the datasets at the same paths. Resumable: a finished (dataset, agent, seed) has an
 episode file, written atomically, and is never recomputed or rewritten; a killed run loses only
@@ -37,6 +38,7 @@ the episodes in flight. A rerun with another configuration for a dataset folder 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -175,10 +177,12 @@ def resolve_datasets(args: Args) -> list[Dataset]:
     datasets = []
     for spec in args.datasets:
         name, env_id, kwargs, protocol = resolve_dataset(spec, args.datasets_dir)
-        env = gym.make(env_id, **common, **kwargs)
-        name = name or env.unwrapped.dataset.name
+        env = None
+        if name is None:  # a registered env id: its dataset names the folder
+            env = gym.make(env_id, **common, **kwargs, **cli_protocol)
+            name = env.unwrapped.dataset.name
         protocol = {**protocol, **protocols.get(name, {}), **cli_protocol}
-        if protocol:
+        if env is None or name in protocols:
             env = gym.make(env_id, **common, **kwargs, **protocol)
         datasets.append(Dataset(name, env_id, {**common, **kwargs, **protocol}, env))
     check_distinct("dataset names (name them NAME=SPEC)", [d.name for d in datasets])
@@ -244,10 +248,14 @@ def run_local(tasks: list[Episode], workers: int, torch_threads: int):
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=set_torch_threads,
                              initargs=(torch_threads,)) as pool:
         pending = {pool.submit(run_episode, t) for t in tasks}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        finally:  # a failed episode or an interrupt: do not wait for the queued ones
+            for future in pending:
+                future.cancel()
 
 
 def run_ray(tasks: list[Episode], address: str, workers: int, torch_threads: int):
@@ -260,9 +268,9 @@ def run_ray(tasks: list[Episode], address: str, workers: int, torch_threads: int
     if started:
         env_vars = {"OMP_NUM_THREADS": str(torch_threads)} if torch_threads > 0 else {}
         if address == "local":
-            # Ray's local workers start in a temporary folder: give them this checkout's packages.
+            # Ray's workers do not inherit this process's sys.path: give them the packages it imported.
             roots = {str(Path(m.__file__).resolve().parents[1]) for m in (rlmba_env, agents)}
-            env_vars["PYTHONPATH"] = os.pathsep.join([*sorted(roots), os.environ.get("PYTHONPATH", "")])
+            env_vars["PYTHONPATH"] = os.pathsep.join(filter(None, [*sorted(roots), os.environ.get("PYTHONPATH")]))
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": env_vars})
         else:
@@ -276,6 +284,15 @@ def run_ray(tasks: list[Episode], address: str, workers: int, torch_threads: int
     finally:
         if started:
             ray.shutdown()
+
+
+def log_timing(path: Path, task: Episode, seconds: float) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["dataset", "agent", "seed", "seconds"])
+        writer.writerow([task.dataset, task.agent_name, task.seed, f"{seconds:.3f}"])
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -307,6 +324,7 @@ def benchmark(args: Args) -> Path:
     text = hyperparameter_table(args)
     results = run_ray(tasks, args.ray, workers, args.torch_threads) if args.ray else \
         run_local(tasks, min(workers, max(len(tasks), 1)), args.torch_threads)
+    start = time.perf_counter()
     with tqdm(total=total, initial=total - len(tasks), desc="episodes", unit="episode",
               disable=not args.progress) as bar:
         try:
@@ -317,11 +335,15 @@ def benchmark(args: Args) -> Path:
                 log_tensorboard(out / d.name / "tb" / f"{task.agent_name}__seed{task.seed}", rows, d.modalities,
                                 text + "\n\n" + description)
                 write_rows_atomically(episode_file(out / d.name, task.agent_name, task.seed), rows)
+                log_timing(out / "timings.csv", task, seconds)
                 bar.update()
         except BrokenProcessPool as e:
             left = sum(not episode_file(out / t.dataset, t.agent_name, t.seed).is_file() for t in tasks)
             raise RuntimeError(f"a worker process died ({e}); {total - left} of {total} episodes are saved "
                                f"in {out}; rerun the same command to play the other {left}") from None
+    if tasks:
+        seconds = time.perf_counter() - start
+        print(f"played {len(tasks)} episodes in {seconds:.0f} s ({3600 * len(tasks) / seconds:.0f} episodes/hour)")
 
     all_rows = {}
     for d in datasets:

@@ -138,15 +138,19 @@ def _env_hint(dataset: str, out: Path) -> str:
     return f'gym.make("{env_id}", data_root="{out.parent}")  (or RLMBA_DATA={out.parent})'
 
 
-# -- rlmba evaluate --------------------------------------------------------------------------
-def add_evaluate(subparsers) -> None:
-    # The options are agents/evaluate.py's Args dataclass, parsed by tyro, so the command and
-    # the script can never disagree; argparse only hands the rest of the line over.
+# -- rlmba evaluate, rlmba benchmark ----------------------------------------------------------
+def _add_script(subparsers, name: str, script: str, help: str, func: Callable) -> None:
+    # The options are the script's Args dataclass, parsed by tyro, so the command and the
+    # script can never disagree; argparse only hands the rest of the line over.
     parser = subparsers.add_parser(
-        "evaluate", add_help=False,
-        help="agents x seeds on an env id: TensorBoard, results.csv, summary.md, curves.png",
-        description="Same options as python agents/evaluate.py (rlmba evaluate --help lists them).")
-    parser.set_defaults(func=_run_evaluate, pass_through=True)
+        name, add_help=False, help=help,
+        description=f"Same options as python {script} ({PROG} {name} --help lists them).")
+    parser.set_defaults(func=func, pass_through=True)
+
+
+def add_evaluate(subparsers) -> None:
+    _add_script(subparsers, "evaluate", "agents/evaluate.py",
+                "agents x seeds on an env id: TensorBoard, results.csv, summary.md, curves.png", _run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -158,14 +162,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- rlmba benchmark -------------------------------------------------------------------------
 def add_benchmark(subparsers) -> None:
-    # agents/benchmark.py's Args, parsed by tyro, as for evaluate.
-    parser = subparsers.add_parser(
-        "benchmark", add_help=False,
-        help="datasets x agents x seeds on every core or a Ray cluster, and a leaderboard",
-        description="Same options as python agents/benchmark.py (rlmba benchmark --help lists them).")
-    parser.set_defaults(func=_run_benchmark, pass_through=True)
+    _add_script(subparsers, "benchmark", "agents/benchmark.py",
+                "datasets x agents x seeds on every core or a Ray cluster, and a leaderboard", _run_benchmark)
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:

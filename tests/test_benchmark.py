@@ -4,9 +4,9 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,6 @@ import yaml
 from agents.benchmark import Args, benchmark
 from rlmba_env.data.synthetic import make_synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_LEARNER = json.dumps({"learner": {"epochs": 10, "hidden": 8}})
 DATASETS = ("tiny_a", "tiny_b")
 
@@ -145,35 +144,41 @@ def test_unknown_dataset_is_refused_with_what_is_allowed(datasets_dir, tmp_path)
 
 def _worker_pids(pid):
     """Process-pool workers among ``pid``'s children (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    children = [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
     cmdlines = {c: Path(f"/proc/{c}/cmdline").read_bytes() for c in children if Path(f"/proc/{c}").exists()}
     return [int(c) for c, cmd in cmdlines.items() if b"spawn_main" in cmd and b"resource_tracker" not in cmd]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through /proc (Linux)")
 def test_rerun_after_a_killed_worker_completes_without_duplicate_or_lost_rows(datasets_dir, tmp_path):
-    seeds = ("0", "1", "2", "3", "4", "5")
-    cmd = [sys.executable, str(ROOT / "agents" / "benchmark.py"), "--datasets-dir", str(datasets_dir),
-           "--datasets", *DATASETS, "--agents", "random", "margin", "--seeds", *seeds, "--workers", "2",
-           "--env-kwargs", TINY_LEARNER, "--out-dir", str(tmp_path), "--bootstrap-reps", "20", "--no-progress"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seeds = (0, 1, 2, 3, 4, 5)
+    args = _args(datasets_dir, tmp_path, seeds=seeds, bootstrap_reps=20)
+    failure = []
+    run = threading.Thread(target=lambda: _catch(failure, benchmark, args))
+    run.start()
     deadline = time.time() + 240
-    while not list(tmp_path.glob("*/episodes/*.csv")) and time.time() < deadline and run.poll() is None:
+    while not list(tmp_path.glob("*/episodes/*.csv")) and time.time() < deadline and run.is_alive():
         time.sleep(0.05)
-    victims = _worker_pids(run.pid)
+    victims = _worker_pids(os.getpid())
     assert victims, "the run ended before a worker could be killed"
     os.kill(victims[0], signal.SIGKILL)
-    _, err = run.communicate(timeout=240)
-    assert run.returncode == 1 and "rerun the same command" in err
+    run.join(240)
+    assert len(failure) == 1 and "rerun the same command" in str(failure[0])
     saved = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/episodes/*.csv")}
     assert 0 < len(saved) < 2 * 2 * len(seeds)
 
-    benchmark(_args(datasets_dir, tmp_path, seeds=tuple(map(int, seeds)), workers="1", bootstrap_reps=20))
+    benchmark(replace(args, workers="1"))
     assert {p: p.stat().st_mtime_ns for p in saved} == saved  # finished episodes were not rewritten
     for name in DATASETS:
         keys = [(r["agent"], r["seed"], r["round"]) for r in _results(tmp_path / name / "results.csv")]
         assert len(keys) == len(set(keys)) == 2 * len(seeds) * 3
+
+
+def _catch(failures, func, *args):
+    try:
+        func(*args)
+    except RuntimeError as e:
+        failures.append(e)
 
 
 def test_ray_local_gives_bit_identical_metrics(grid, datasets_dir, tmp_path):
