@@ -317,13 +317,14 @@ def benchmark(args: Args) -> Path:
              for d in datasets for spec, agent in zip(args.agents, agents) for seed in args.seeds
              if not episode_file(out / d.name, agent.name, seed).is_file()]
     total = len(datasets) * len(agents) * len(args.seeds)
-    backend = f"Ray ({args.ray})" if args.ray else f"{min(workers, max(len(tasks), 1))} worker processes"
+    pool = min(workers, max(len(tasks), 1))
+    backend = f"Ray ({args.ray})" if args.ray else "this process" if pool == 1 else f"{pool} worker processes"
     print(f"benchmark: {len(datasets)} datasets x {len(agents)} agents x {len(args.seeds)} seeds = {total} "
-          f"episodes -> {out}; {total - len(tasks)} finished, {len(tasks)} to run on {backend}")
+          f"episodes -> {out}; {total - len(tasks)} finished, {len(tasks)} to run in {backend}")
     by_name = {d.name: d for d in datasets}
     text = hyperparameter_table(args)
     results = run_ray(tasks, args.ray, workers, args.torch_threads) if args.ray else \
-        run_local(tasks, min(workers, max(len(tasks), 1)), args.torch_threads)
+        run_local(tasks, pool, args.torch_threads)
     start = time.perf_counter()
     with tqdm(total=total, initial=total - len(tasks), desc="episodes", unit="episode",
               disable=not args.progress) as bar:

@@ -3,8 +3,9 @@
 Area under the learning curve (AULC) is the trapezoidal area under test top-1 against the
 number of labels, divided by the label range, so it is a mean accuracy in [0, 1]. Intervals
 across seeds are the interquartile mean (IQM) with 95% stratified-bootstrap confidence
-intervals (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021,
-via rliable).
+intervals (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021:
+rliable's IQM, resampled by :func:`stratified_bootstrap` from one seeded generator, so the same
+rows always give the same intervals).
 """
 
 from __future__ import annotations
