@@ -102,6 +102,17 @@ def test_leaderboard_matches_a_hand_computation_from_results_csv(grid):
     assert float(board["random"]["p_improve_margin"]) == pytest.approx(np.mean(pairs))
 
 
+def test_probability_of_improvement_equals_rliables():
+    from rliable import metrics
+
+    from agents.leaderboard import probability_of_improvement
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, size=(5, 3)) / 4, rng.integers(0, 4, size=(4, 3)) / 4  # with ties
+    assert probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert probability_of_improvement(x, x) == 0.5
+
+
 def test_leaderboard_intervals_are_the_same_on_every_rebuild(grid):
     from agents.evaluate import read_rows
     from agents.leaderboard import leaderboard
