@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from rlmba_env.data.dataset import MultimodalDataset
+from rlmba_env.data.dataset import UNLABELED, MultimodalDataset
 from rlmba_env.learner.trainer import EvidentialLearner, LearnerConfig
 from rlmba_env.protocols import Protocol
 from rlmba_env.round import (
@@ -117,6 +117,23 @@ def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
     for lo in range(0, x.shape[0], diversity_module.CHUNK_ROWS):
         out[lo : lo + diversity_module.CHUNK_ROWS] = x[lo : lo + diversity_module.CHUNK_ROWS].float() - mean
     return out
+
+
+def _check_labels_known(dataset: MultimodalDataset) -> None:
+    """The env measures its model on ``val`` (reward, AMCB) and ``test``: refuse a dataset whose
+    ``val`` is empty or whose ``val`` or ``test`` rows have no label."""
+    if len(dataset.splits["val"]) == 0:
+        raise ValueError(
+            f"dataset {dataset.name!r} has an empty val split; the env needs labeled val rows for its "
+            f"metrics, AMCB weights and reward (label unlabeled data with `rlmba label`)")
+    for split in ("val", "test"):
+        rows = dataset.splits[split]
+        unknown = rows[dataset.labels[rows] == UNLABELED]
+        if unknown.size:
+            raise ValueError(
+                f"dataset {dataset.name!r}: {split} row {int(unknown[0])} has no label (-1; {unknown.size} "
+                f"such rows): the env measures its model on val and test, so every row there needs a "
+                f"label (label unlabeled data with `rlmba label`)")
 
 
 class CandidateSpace(spaces.Discrete):
@@ -252,6 +269,13 @@ class MultimodalALEnv(gym.Env):
     ``env.unwrapped.round_callbacks`` is a list of functions called with the ``info`` of every
     closed round, whether it was closed by ``step`` or ``label``.
 
+    Labeling real data (``rlmba_env.labeling``): the dataset may hold unlabeled pool rows
+    (label -1, never in ``val`` or ``test``, which the env refuses); labeling one through
+    ``reset``, ``step`` or ``label`` raises. ``env.unwrapped.resume(...)`` starts the env at a
+    given round of an episode from the rows labeled so far, and ``env.unwrapped.pick_rows(act)``
+    plays one round's picks with a policy without closing the round, so the rows can go to
+    annotators.
+
     ## Speed
 
     Everything from training to the candidate set runs on ``device``: the features are put there
@@ -293,6 +317,7 @@ class MultimodalALEnv(gym.Env):
     ):
         if not isinstance(dataset, MultimodalDataset):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
+        _check_labels_known(dataset)
         self.protocol = Protocol(**protocol) if isinstance(protocol, dict) else protocol
         self.protocol.check_pool(len(dataset.splits["pool"]), dataset.name)
         if reward not in REWARDS:
@@ -361,6 +386,8 @@ class MultimodalALEnv(gym.Env):
         # Called with the info of every closed round, however it was closed (step or label);
         # progress bars and loggers hook in here without wrapping every way an agent plays.
         self.round_callbacks: list = []
+        self._held = np.zeros(dataset.n_samples, dtype=bool)
+        self._skip_label_check = False
 
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -453,6 +480,8 @@ class MultimodalALEnv(gym.Env):
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
         initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
+        self._check_known(initial)
+        self._held = np.zeros(self.dataset.n_samples, dtype=bool)
         self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
         self._labeled[initial] = True
         self._n_labeled = int(initial.size)
@@ -501,7 +530,8 @@ class MultimodalALEnv(gym.Env):
         """Steps 2-5 after a fit (draws the k-means seed); ``alphas``: the learner's opinions
         on every row when already computed."""
         labeled = self._labeled_rows()
-        unlabeled = torch.as_tensor(self._pool[~self._labeled[self._pool]], device=self.device)
+        # held rows (proposed to annotators by another labeling batch) are not selectable
+        unlabeled = torch.as_tensor(self._pool[~(self._labeled | self._held)[self._pool]], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(self._draw_seed())
         timings = {} if self.profile else None
         self._result = evaluate_round(
@@ -528,6 +558,7 @@ class MultimodalALEnv(gym.Env):
         return before
 
     def _close_round(self, rows: np.ndarray):
+        self._check_known(rows)
         before = self._begin_close(rows)
         self._train_and_score()
         return self._finish_close(before, rows)
@@ -641,6 +672,69 @@ class MultimodalALEnv(gym.Env):
         if labeled_rows is not None:
             info["labeled_rows"] = np.array(labeled_rows)
         return info
+
+    # -- labeling real data (rlmba_env.labeling) ----------------------------------------------
+    def _check_known(self, rows) -> None:
+        unknown = np.asarray(rows)[self.dataset.labels[np.asarray(rows)] == UNLABELED]
+        if unknown.size and not self._skip_label_check:
+            raise ValueError(
+                f"row {int(unknown[0])} has no label (-1) in dataset {self.dataset.name!r}: the env "
+                f"simulates labeling from known labels; label real data with rlmba_env.labeling "
+                f"(`rlmba label`)")
+
+    def resume(self, episode_seed: int, rounds_done: int, labeled_rows: Sequence[int],
+               weights: Sequence[float] | None = None, held_rows: Sequence[int] = ()):
+        """Start at round ``rounds_done`` of episode ``episode_seed`` with ``labeled_rows`` labeled.
+
+        The labeling loop's way in (:class:`rlmba_env.labeling.LabelingProject`): the labels
+        come from annotators round by round, so the env is rebuilt for each round rather than
+        stepped. The episode's random draws are replayed up to this round (the initial draw, the
+        learner's reset seed, two seeds per closed round), ``weights`` are the AMCB weights the
+        previous round ended with (None: equal, as at reset), then the learner is trained and the
+        pool scored exactly as in the env's own round ``rounds_done`` when the same rows are
+        labeled. ``held_rows`` (unlabeled rows already proposed to annotators) are left out of
+        the candidates and of :meth:`pool_state`. Returns ``(obs, info)`` like :meth:`reset`.
+        """
+        super().reset(seed=None)
+        if not 0 <= rounds_done <= self.protocol.rounds:
+            raise ValueError(f"rounds_done must be in [0, {self.protocol.rounds}], got {rounds_done}")
+        # the initial draw replays reset's, whatever its rows' labels: resume replaces them
+        self._skip_label_check = True
+        try:
+            self._start_episode({"episode_seed": episode_seed})
+        finally:
+            self._skip_label_check = False
+        for _ in range(2 * rounds_done):  # the fit and k-means seeds of the closed rounds
+            self._draw_seed()
+        rows = np.asarray(labeled_rows, dtype=np.int64)
+        self._check_known(rows)
+        self._labeled[:] = False
+        self._labeled[rows] = True
+        self._n_labeled = int(rows.size)
+        self._held[np.asarray(held_rows, dtype=np.int64)] = True
+        self._round = int(rounds_done)
+        if weights is not None:
+            self._weights = torch.tensor(list(weights), dtype=torch.float32, device=self.device)
+        self._train_and_score()
+        return self._finish_reset()
+
+    def pick_rows(self, act) -> np.ndarray:
+        """The ``per_round`` dataset rows a policy picks this round, without closing the round.
+
+        ``act(obs) -> int`` is called once per pick with the observation :meth:`step` would
+        return (candidate picked flags and coverage updated after each pick); the picks are
+        then cleared, so the round can be closed with :meth:`label` or the rows sent to
+        annotators. Raises ``ValueError`` on a masked pick, as :meth:`step` does.
+        """
+        self._require_running()
+        if self._picks:
+            raise RuntimeError(f"{len(self._picks)} candidate(s) already picked this round through step()")
+        try:
+            for _ in range(min(self.budget, self._host.rows.shape[0])):
+                self._record_pick(self._check_action(act(self._get_obs())))
+            return self._picked_rows().copy()
+        finally:
+            self._clear_picks()
 
     def pool_state(self) -> PoolState:
         """What this round measured, for a strategy that chooses rows for :meth:`label`."""

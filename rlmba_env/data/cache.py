@@ -7,6 +7,9 @@ Layout (format version 1)::
     DIR/features.npz    one array per modality, (N, d_m) float16 or float32
     DIR/targets.npz     "labels" (N,) int64 and the splits "pool", "val", "test"
 
+A label of -1 marks a row whose class is not known yet (data for ``rlmba label``); ``val`` and
+``test`` may then be empty.
+
 A cache is written into a temporary sibling directory and renamed into place, so an
 interrupted write never leaves a cache that :func:`load_dataset` would accept, and an
 existing cache is never replaced unless ``overwrite=True`` is asked for.

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("pool", "val", "test")
+UNLABELED = -1
+"""The label of a row whose class is not known yet (a labeling project's pool, ``rlmba label``)."""
 
 
 class DatasetError(ValueError):
@@ -29,8 +31,11 @@ class MultimodalDataset:
 
     Args:
         features: modality name -> ``(N, d_m)`` float32 or float16 array, at least two modalities.
-        labels: ``(N,)`` integer class indices in ``[0, len(classes))``.
-        splits: ``pool``, ``val`` and ``test`` -> disjoint arrays of row indices.
+        labels: ``(N,)`` integer class indices in ``[0, len(classes))``, or :data:`UNLABELED`
+            (-1) for a row whose class is not known (data to label with ``rlmba label``; the
+            environment refuses unlabeled ``val`` and ``test`` rows).
+        splits: ``pool``, ``val`` and ``test`` -> disjoint arrays of row indices; ``val`` and
+            ``test`` may be empty (a cache of unlabeled data), ``pool`` may not.
         classes: class names; their count is the number of classes.
         name: short dataset name, used in messages and run names.
         meta: free-form provenance (encoders, preprocessing), stored in ``meta.json``.
@@ -66,6 +71,11 @@ class MultimodalDataset:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def n_unlabeled(self) -> int:
+        """Rows whose label is :data:`UNLABELED`."""
+        return int((self.labels == UNLABELED).sum())
 
     @property
     def feature_dims(self) -> dict[str, int]:
@@ -123,12 +133,12 @@ class MultimodalDataset:
         k = len(self.classes)
         if k < 2:
             raise DatasetError(f"{where('classes')}: need at least 2 classes, got {self.classes}")
-        bad = np.flatnonzero((self.labels < 0) | (self.labels >= k))
+        bad = np.flatnonzero((self.labels < UNLABELED) | (self.labels >= k))
         if bad.size:
             i = int(bad[0])
             raise DatasetError(
                 f"{where('labels')}[{i}] = {int(self.labels[i])} is out of range for "
-                f"{k} classes ({bad.size} bad labels in all)"
+                f"{k} classes ({bad.size} bad labels in all; allowed: 0..{k - 1}, or -1 for unlabeled)"
             )
         for m, x in self.features.items():
             key = f"features[{m!r}]"
@@ -160,7 +170,7 @@ class MultimodalDataset:
             key = f"splits[{s!r}]"
             if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
                 raise DatasetError(f"{where(key)} must be a 1-D integer array, got {idx.dtype} {idx.shape}")
-            if idx.size == 0:
+            if idx.size == 0 and s == "pool":
                 raise DatasetError(f"{where(key)} is empty")
             out = np.flatnonzero((idx < 0) | (idx >= n))
             if out.size:
