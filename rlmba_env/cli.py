@@ -2,6 +2,7 @@
 
     rlmba prepare DATASET --raw DIR    raw Food101 / KineticsSound / VGGSound -> feature cache
     rlmba evaluate --agents ...         agents x seeds: TensorBoard, CSV, summary, plot
+    rlmba label SUBCOMMAND ...          label your own data (agents/label_cli.py)
 
 Adding a subcommand: write ``add_<name>(subparsers)``, which adds its parser and sets
 ``func`` to a function taking the parsed arguments and returning an exit status, and append it
@@ -157,8 +158,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rlmba label (agents/label_cli.py: its --agent takes the agents' trained policies) ---------
+def add_label(subparsers) -> None:
+    from agents.label_cli import add_label_parser
+
+    add_label_parser(subparsers)
+
+
 # -- the command -----------------------------------------------------------------------------
-SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate, add_label]
 
 
 def build_parser() -> argparse.ArgumentParser:
