@@ -9,6 +9,7 @@ never later inside a training round.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -98,6 +99,24 @@ class MultimodalDataset:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
+    def with_targets(self, labels: np.ndarray, splits: dict[str, np.ndarray], classes: list[str] | None = None
+                     ) -> "MultimodalDataset":
+        """A copy with other labels, splits (and classes), validated; the features are shared, not
+        copied nor checked again (they were when this dataset was built)."""
+        labels = np.asarray(labels)
+        if labels.shape != self.labels.shape:
+            raise DatasetError(f"{self._where('labels')}: new labels have shape {labels.shape}, the features "
+                               f"have {self.n_samples} rows")
+        out = copy.copy(self)
+        out.labels = labels
+        out.splits = {k: np.asarray(v) for k, v in splits.items()}
+        out.classes = [str(c) for c in (self.classes if classes is None else classes)]
+        out._fingerprint = None
+        out._validate(features=False)
+        out.labels = out.labels.astype(np.int64, copy=False)
+        out.splits = {k: v.astype(np.int64, copy=False) for k, v in out.splits.items()}
+        return out
+
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory, overwrite: bool = False) -> None:
         """Write the dataset as a feature cache (see :mod:`rlmba_env.data.cache`)."""
@@ -116,7 +135,31 @@ class MultimodalDataset:
     def _where(self, key: str) -> str:
         return f"{key} (cache {self.source})" if self.source else key
 
-    def _validate(self) -> None:
+    def _validate_features(self, n: int) -> None:
+        where = self._where
+        for m, x in self.features.items():
+            key = f"features[{m!r}]"
+            if not isinstance(x, np.ndarray):
+                raise DatasetError(f"{where(key)} must be a numpy array, got {type(x).__name__}")
+            if x.ndim != 2:
+                raise DatasetError(f"{where(key)} must be 2-D (N, d), got shape {x.shape}")
+            if x.shape[0] != n:
+                raise DatasetError(
+                    f"{where(key)} has {x.shape[0]} rows but labels has {n}"
+                )
+            if x.shape[1] == 0:
+                raise DatasetError(f"{where(key)} has no feature columns")
+            if x.dtype not in (np.float16, np.float32, np.float64):
+                raise DatasetError(f"{where(key)} must be float16/32/64, got dtype {x.dtype}")
+            finite = np.isfinite(x).all(axis=1)
+            if not finite.all():
+                i = int(np.flatnonzero(~finite)[0])
+                raise DatasetError(
+                    f"{where(key)} row {i} has a non-finite value (NaN or inf); "
+                    f"{int((~finite).sum())} such rows in all"
+                )
+
+    def _validate(self, features: bool = True) -> None:
         where = self._where
         if len(self.features) < 2:
             raise DatasetError(
@@ -140,27 +183,8 @@ class MultimodalDataset:
                 f"{where('labels')}[{i}] = {int(self.labels[i])} is out of range for "
                 f"{k} classes ({bad.size} bad labels in all; allowed: 0..{k - 1}, or -1 for unlabeled)"
             )
-        for m, x in self.features.items():
-            key = f"features[{m!r}]"
-            if not isinstance(x, np.ndarray):
-                raise DatasetError(f"{where(key)} must be a numpy array, got {type(x).__name__}")
-            if x.ndim != 2:
-                raise DatasetError(f"{where(key)} must be 2-D (N, d), got shape {x.shape}")
-            if x.shape[0] != n:
-                raise DatasetError(
-                    f"{where(key)} has {x.shape[0]} rows but labels has {n}"
-                )
-            if x.shape[1] == 0:
-                raise DatasetError(f"{where(key)} has no feature columns")
-            if x.dtype not in (np.float16, np.float32, np.float64):
-                raise DatasetError(f"{where(key)} must be float16/32/64, got dtype {x.dtype}")
-            finite = np.isfinite(x).all(axis=1)
-            if not finite.all():
-                i = int(np.flatnonzero(~finite)[0])
-                raise DatasetError(
-                    f"{where(key)} row {i} has a non-finite value (NaN or inf); "
-                    f"{int((~finite).sum())} such rows in all"
-                )
+        if features:
+            self._validate_features(n)
         missing = [s for s in SPLITS if s not in self.splits]
         if missing:
             raise DatasetError(f"{where('splits')} is missing {missing}; need {list(SPLITS)}")

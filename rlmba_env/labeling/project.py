@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -271,9 +272,8 @@ class LabelingProject:
         else:
             test = test[:0]
         role = np.array([self._role[r] for r in order.tolist()])
-        return MultimodalDataset(features=ds.features, labels=y,
-                                 splits={"pool": order[role == "pool"], "val": order[role == "audit"], "test": test},
-                                 classes=self.config.classes, name=ds.name, meta=ds.meta, source=ds.source)
+        return ds.with_targets(y, {"pool": order[role == "pool"], "val": order[role == "audit"], "test": test},
+                               classes=self.config.classes)
 
     def _env(self, view: MultimodalDataset, per_round: int):
         from rlmba_env.env import MultimodalALEnv
@@ -287,7 +287,6 @@ class LabelingProject:
         """Propose the next batch (audit set, then initial set, then one round batch per call)
         and record it as pending. ``agent``: a strategy name or a :class:`Chooser`; ``n``: batch
         size of a round batch (default ``per_round``)."""
-        import time
 
         chooser = StrategyChooser(agent) if isinstance(agent, str) else agent
         if isinstance(agent, str):
@@ -298,6 +297,9 @@ class LabelingProject:
         cfg = self.config
         if n is not None and (not isinstance(n, int) or n < 1):
             raise LabelingError(f"n must be a positive integer, got {n!r}")
+        start, cpu_start = time.perf_counter(), time.process_time()
+        _ = self.dataset
+        load_s = time.perf_counter() - start
         with self.store.write():
             batches = self.store.batches()
             kinds = {b["kind"] for b in batches}
@@ -314,6 +316,10 @@ class LabelingProject:
                 batch = self._round_batch(batches, chooser, n or cfg.per_round)
             if write_files:
                 self._write_batch_files(batch)
+        if batch.timings:
+            batch.timings["load_s"] = load_s
+            batch.timings["total_s"] = time.perf_counter() - start
+            batch.timings["cpu_s"] = time.process_time() - cpu_start
         return batch
 
     def measure(self) -> dict[str, Any]:
@@ -350,15 +356,12 @@ class LabelingProject:
         return env, info, rounds
 
     def _round_batch(self, batches: list[dict], chooser: Chooser, per_round: int) -> Batch:
-        import time
 
         cfg = self.config
         done = sum(b["kind"] == "round" for b in batches)
         if done >= cfg.rounds:
             raise LabelingError(f"the campaign's {cfg.rounds} rounds are done; `status` shows the results "
                                 f"(create a new project to plan more rounds)")
-        t0 = time.perf_counter()
-        _ = self.dataset
         t_load = time.perf_counter()
         env, info, rounds = self._resume(batches, per_round)
         t_train = time.perf_counter()
@@ -374,7 +377,7 @@ class LabelingProject:
         weights = [info[f"weight_{m}"] for m in env.modalities]
         batch = self._add(("round", done, chooser.name), rows.tolist(), scores,
                           agent_state=rng.bit_generator.state, weights=weights)
-        batch.timings = {"load_s": t_load - t0, "train_s": env.last_timings.get("train_s", float("nan")),
+        batch.timings = {"train_s": env.last_timings.get("train_s", float("nan")),
                          "score_s": env.last_timings.get("score_s", float("nan")),
                          "resume_s": t_train - t_load, "select_s": t_select - t_train}
         return batch

@@ -28,8 +28,7 @@ def hide_labels(dataset: MultimodalDataset, out: str | Path, overwrite: bool = F
     hidden_rows = np.concatenate([dataset.splits["pool"], dataset.splits["val"]])
     labels = dataset.labels.copy()
     labels[hidden_rows] = UNLABELED
-    hidden = MultimodalDataset(features=dataset.features, labels=labels, splits=dataset.splits,
-                               classes=dataset.classes, name=dataset.name, meta=dataset.meta)
+    hidden = dataset.with_targets(labels, dataset.splits)
     cache = out / "cache"
     hidden.save(cache, overwrite=overwrite)
     answers = out / ANSWERS_FILE
