@@ -16,7 +16,7 @@ from rlmba_env.env import MultimodalALEnv
 from rlmba_env.labeling import LabelingError, LabelingProject, LabelStore, PolicyChooser
 from rlmba_env.labeling.simulate import SimulatedAnnotator, hide_labels
 from rlmba_env.strategies import make_strategy, run_strategy_episode
-from tests.conftest import FAST_LEARNER, SMALL_PROTOCOL
+from conftest import FAST_LEARNER, SMALL_PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,3 +268,36 @@ def test_status_reports_counts_rounds_and_writes_a_plot(tmp_path, hidden, one_to
     assert s["pending"] == SMALL_PROTOCOL["per_round"] and len(s["rounds"]) == 1
     assert {"audit_top1", "audit_top1_m0", "contribution_m1", "balance"} <= s["rounds"][0].keys()
     assert project.plot(tmp_path / "s.png").stat().st_size > 1000
+
+
+# -- rlmba prepare folder: unlabeled images + texts -------------------------------------------------
+def test_prepare_folder_writes_an_unlabeled_cache_that_a_project_labels(tmp_path, capsys, one_torch_thread):
+    from raw_fixtures import write_image
+    from rlmba_env.cli import main
+    from rlmba_env.data.cache import load_dataset
+
+    raw = tmp_path / "raw"
+    for i in range(14):
+        write_image(raw / f"part{i % 2}" / f"item{i}.png", i % 3, seed=i, size=32)
+        (raw / f"part{i % 2}" / f"item{i}.txt").write_text(f"words about thing {i % 3} and more {i}")
+    write_image(raw / "no_text.png", 0, seed=99, size=32)  # skipped: no text beside it
+    out = tmp_path / "cache"
+    assert main(["prepare", "folder", "--raw", str(raw), "--out", str(out), "--classes", "red,green,blue",
+                 "--weights", "none", "--image-size", "32", "--batch-size", "4", "--workers", "0",
+                 "--text-dim", "4", "--no-progress"]) == 0
+    assert "rlmba label init" in capsys.readouterr().out
+    ds = load_dataset(out)
+    assert ds.n_unlabeled == ds.n_samples == len(ds.splits["pool"]) == 14
+    assert len(ds.splits["val"]) == len(ds.splits["test"]) == 0 and ds.classes == ["red", "green", "blue"]
+    project = LabelingProject.init(tmp_path / "project", out, audit_size=3, initial_labels=2, per_round=2,
+                                   rounds=2, learner=FAST_LEARNER)
+    task = json.loads(project.next().tasks.read_text())[0]["data"]
+    assert Path(task["image"]).is_file() and task["text"].startswith("words about thing")
+
+
+def test_prepare_folder_needs_classes(tmp_path, capsys):
+    from rlmba_env.cli import main
+
+    (tmp_path / "raw").mkdir()
+    assert main(["prepare", "folder", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "c")]) == 1
+    assert "needs the class names" in capsys.readouterr().err

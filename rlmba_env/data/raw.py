@@ -78,6 +78,8 @@ class RawListing:
     """The raw layout that was recognised, in words (recorded in meta.json)."""
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unlabeled: bool = False
+    """Every label is -1 and ``test`` is empty: data to label (``rlmba prepare folder``)."""
 
 
 def natural_key(name: str) -> list:

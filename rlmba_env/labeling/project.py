@@ -442,11 +442,13 @@ class LabelingProject:
         if not raw:
             return {}
         path = Path(raw) / item_id
+        media = {}
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            return {"image": str(path)}
-        if path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
-            return {"text": path.read_text(errors="replace")}
-        return {}
+            media["image"] = str(path)
+        text = path if path.suffix.lower() in TEXT_SUFFIXES else path.with_suffix(".txt")
+        if text.is_file():  # `rlmba prepare folder`: the text beside the image
+            media["text"] = text.read_text(errors="replace")
+        return media
 
     # -- answers -------------------------------------------------------------------------------
     def import_labels(self, path: str | Path, strict: bool = False, annotator: str | None = None) -> ImportReport:
