@@ -222,7 +222,7 @@ def _import(args) -> int:
 def _status(args) -> int:
     with _open(args.dir) as project:
         s = project.status()
-        modalities = list(project.dataset.modalities) if s["rounds"] else []
+        modalities = project.config.modalities
         if args.plot:
             project.plot(args.plot)
     if args.json:

@@ -387,7 +387,6 @@ class MultimodalALEnv(gym.Env):
         # progress bars and loggers hook in here without wrapping every way an agent plays.
         self.round_callbacks: list = []
         self._held = np.zeros(dataset.n_samples, dtype=bool)
-        self._skip_label_check = False
 
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -471,8 +470,9 @@ class MultimodalALEnv(gym.Env):
     def _labeled_rows(self) -> torch.Tensor:
         return torch.as_tensor(np.flatnonzero(self._labeled), device=self.device)
 
-    def _start_episode(self, options: dict | None) -> None:
-        """Everything ``reset`` does before the first fit (after seeding ``np_random``)."""
+    def _start_episode(self, options: dict | None, check_labels: bool = True) -> None:
+        """Everything ``reset`` does before the first fit (after seeding ``np_random``);
+        ``check_labels=False``: the initial rows may be unlabeled (:meth:`resume` replaces them)."""
         options = options or {}
         if "episode_seed" in options:
             self.episode_seed = int(options["episode_seed"])
@@ -480,7 +480,8 @@ class MultimodalALEnv(gym.Env):
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
         initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
-        self._check_known(initial)
+        if check_labels:
+            self._check_known(initial)
         self._held = np.zeros(self.dataset.n_samples, dtype=bool)
         self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
         self._labeled[initial] = True
@@ -676,7 +677,7 @@ class MultimodalALEnv(gym.Env):
     # -- labeling real data (rlmba_env.labeling) ----------------------------------------------
     def _check_known(self, rows) -> None:
         unknown = np.asarray(rows)[self.dataset.labels[np.asarray(rows)] == UNLABELED]
-        if unknown.size and not self._skip_label_check:
+        if unknown.size:
             raise ValueError(
                 f"row {int(unknown[0])} has no label (-1) in dataset {self.dataset.name!r}: the env "
                 f"simulates labeling from known labels; label real data with rlmba_env.labeling "
@@ -699,11 +700,7 @@ class MultimodalALEnv(gym.Env):
         if not 0 <= rounds_done <= self.protocol.rounds:
             raise ValueError(f"rounds_done must be in [0, {self.protocol.rounds}], got {rounds_done}")
         # the initial draw replays reset's, whatever its rows' labels: resume replaces them
-        self._skip_label_check = True
-        try:
-            self._start_episode({"episode_seed": episode_seed})
-        finally:
-            self._skip_label_check = False
+        self._start_episode({"episode_seed": episode_seed}, check_labels=False)
         for _ in range(2 * rounds_done):  # the fit and k-means seeds of the closed rounds
             self._draw_seed()
         rows = np.asarray(labeled_rows, dtype=np.int64)

@@ -75,6 +75,8 @@ class ProjectConfig:
     """other MultimodalALEnv arguments (kappa, beta, tau, epsilon, device, precision, ...)"""
     n_samples: int = 0
     """rows of the cache, checked when the project is opened"""
+    modalities: list[str] = field(default_factory=list)
+    """the cache's modalities, in order"""
 
 
 @dataclass
@@ -232,7 +234,8 @@ class LabelingProject:
                                 f"{per_round}) but {pool_size} are left after the audit set")
         config = ProjectConfig(data=str(data), classes=classes, audit_size=audit_size, audit_split=audit_split,
                                initial_labels=initial_labels, per_round=per_round, rounds=rounds, seed=int(seed),
-                               learner=dict(learner or {}), env=dict(env or {}), n_samples=ds.n_samples)
+                               learner=dict(learner or {}), env=dict(env or {}), n_samples=ds.n_samples,
+                               modalities=list(ds.modalities))
         _check_env_kwargs(config)
         ids = item_ids_of(data, ds.n_samples)
         items = [(int(r), ids[r], "audit" if r in audit else "pool") for r in order.tolist()]
@@ -527,7 +530,7 @@ class LabelingProject:
         rounds = self.status()["rounds"]
         if not rounds:
             raise LabelingError("no round measured yet: `next` measures one after the initial batch is labeled")
-        modalities = list(self.dataset.modalities)
+        modalities = self.config.modalities
         x = [r["labeled"] for r in rounds]
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
         a.plot(x, [r["audit_top1"] for r in rounds], "o-", label="fused")
