@@ -301,3 +301,30 @@ def test_prepare_folder_needs_classes(tmp_path, capsys):
     (tmp_path / "raw").mkdir()
     assert main(["prepare", "folder", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "c")]) == 1
     assert "needs the class names" in capsys.readouterr().err
+
+
+def test_next_plays_a_trained_policy_file_like_evaluate(tmp_path, hidden, small_dataset, capsys, one_torch_thread):
+    from agents.reinforce import ReinforceAgent
+    from rlmba_env.cli import main
+
+    env = MultimodalALEnv(small_dataset, SMALL_PROTOCOL, learner=FAST_LEARNER)
+    policy = ReinforceAgent.from_env(env, seed=0).save(tmp_path / "pg.pt")
+    project, annotator, batch = labeled_project(tmp_path, hidden)
+    answer(project, annotator, batch, tmp_path)
+    assert main(["label", "next", str(project.dir), "--agent", f"mine={policy}"]) == 0
+    last = project.store.batches()[-1]
+    assert (last["kind"], last["agent"]) == ("round", "mine")
+    assert len(project.store.batch_rows(last["id"])) == SMALL_PROTOCOL["per_round"]
+    assert main(["label", "next", str(project.dir), "--agent", f"{policy}:online"]) == 1
+    assert "not supported" in capsys.readouterr().err
+
+
+def test_init_writes_a_label_studio_config_with_every_class(tmp_path, hidden):
+    import xml.etree.ElementTree as ET
+
+    cache, _ = hidden
+    project = make_project(tmp_path, cache)
+    view = ET.parse(project.dir / "label_studio.xml").getroot()
+    choices = view.find("Choices")
+    assert choices.get("name") == "label" and choices.get("toName") == view.find("Text").get("name")
+    assert [c.get("value") for c in choices] == project.config.classes

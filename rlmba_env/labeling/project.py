@@ -45,6 +45,22 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TEXT_SUFFIXES = (".txt",)
 
 
+LABEL_STUDIO_CONFIG = "label_studio.xml"
+
+
+def label_studio_config(classes: list[str]) -> str:
+    """A Label Studio labeling config for the tasks ``next`` writes: the item's id (and image and
+    text, where the tasks carry them: add ``<Image name="image" value="$image"/>`` or
+    ``<Text name="text" value="$text"/>``) and one single choice among the classes, named
+    ``label`` as :mod:`rlmba_env.labeling.answers` reads it."""
+    from xml.sax.saxutils import quoteattr
+
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+    return ('<View>\n  <Text name="item" value="$rlmba_id"/>\n'
+            f'  <Choices name="label" toName="item" choice="single" showInline="true">\n{choices}\n'
+            '  </Choices>\n</View>\n')
+
+
 class LabelingError(ValueError):
     """A labeling command was asked something it cannot do; the message says what and why."""
 
@@ -242,6 +258,7 @@ class LabelingProject:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / BATCH_DIR).mkdir(exist_ok=True)
         LabelStore.create(directory / LabelStore.FILE, asdict(config), classes, items).close()
+        _atomic_write(directory / LABEL_STUDIO_CONFIG, label_studio_config(classes))
         return cls(directory)
 
     # -- data ----------------------------------------------------------------------------------
