@@ -328,3 +328,20 @@ def test_init_writes_a_label_studio_config_with_every_class(tmp_path, hidden):
     choices = view.find("Choices")
     assert choices.get("name") == "label" and choices.get("toName") == view.find("Text").get("name")
     assert [c.get("value") for c in choices] == project.config.classes
+
+
+def test_cli_status_measure_export_and_backup(tmp_path, hidden, capsys, one_torch_thread):
+    from rlmba_env.cli import main
+
+    project, annotator, batch = labeled_project(tmp_path, hidden)
+    answer(project, annotator, batch, tmp_path)
+    d = str(project.dir)
+    assert main(["label", "measure", d]) == 0
+    assert main(["label", "status", d, "--plot", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert "per class: class_0" in out and "audit top-1" in out and "contr m0" in out and "test top-1" in out
+    assert len([line for line in out.splitlines() if line.strip().startswith(("0 ", "1 "))]) == 2
+    assert main(["label", "export", d, str(tmp_path / "labels.csv")]) == 0
+    assert main(["label", "backup", d, str(tmp_path / "b.sqlite")]) == 0
+    assert main(["label", "backup", d, str(tmp_path / "b.sqlite")]) == 1  # never overwrites
+    assert "already exists" in capsys.readouterr().err
