@@ -307,7 +307,6 @@ class LabelingProject:
         """Propose the next batch (audit set, then initial set, then one round batch per call)
         and record it as pending. ``agent``: a strategy name or a :class:`Chooser`; ``n``: batch
         size of a round batch (default ``per_round``)."""
-
         chooser = StrategyChooser(agent) if isinstance(agent, str) else agent
         if isinstance(agent, str):
             from rlmba_env.strategies import STRATEGIES
@@ -376,7 +375,6 @@ class LabelingProject:
         return env, info, rounds
 
     def _round_batch(self, batches: list[dict], chooser: Chooser, per_round: int) -> Batch:
-
         cfg = self.config
         done = sum(b["kind"] == "round" for b in batches)
         if done >= cfg.rounds:
