@@ -158,6 +158,9 @@ class MultimodalALEnv(gym.Env):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
         self.protocol = Protocol(**protocol) if isinstance(protocol, dict) else protocol
         self.protocol.check_pool(len(dataset.splits["pool"]), dataset.name)
+        if config is not None and not isinstance(config, EnvConfig):
+            raise TypeError(f"config must be an EnvConfig (or pass settings as keywords, e.g. learner=...), "
+                            f"got {type(config).__name__}")
         self.config = EnvConfig(**settings) if config is None else replace(config, **settings)
         self.dataset = dataset
         self.device = torch.device(self.config.device)
