@@ -62,7 +62,7 @@ def add_label_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="campaign seed (same as env.reset(seed=...))")
     q.add_argument("--learner", default="{}", metavar="JSON", help="LearnerConfig fields, e.g. '{\"epochs\": 150}'")
     q.add_argument("--env-kwargs", default="{}", metavar="JSON",
-                   help="MultimodalALEnv arguments, e.g. '{\"device\": \"cuda\", \"kappa\": 5}'")
+                   help="EnvConfig fields (env settings), e.g. '{\"device\": \"cuda\", \"kappa\": 5}'")
     q.set_defaults(label_func=_init)
 
     q = sub.add_parser("next", help="train on the labels so far and propose the next batch")
@@ -172,9 +172,9 @@ def policy_chooser(spec: str, device: str = "cpu"):
         raise LabelingError(f"agent {spec!r}: no trained policy at {path}")
     from agents.reinforce import ReinforceAgent
     from agents.rollout import SB3Agent
-    from agents.transfer import load_agent
+    from agents.transfer import load_policy
 
-    agent = load_agent(path, device)
+    agent = load_policy(path, device)
     default = path.parent.name if path.stem in ("model", "agent") else path.stem
 
     class _Policy(PolicyChooser):

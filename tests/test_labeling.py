@@ -178,7 +178,7 @@ def test_strict_import_commits_nothing_when_one_row_is_invalid(tmp_path, hidden,
 
 
 def test_cli_prints_one_line_per_bad_row_and_exits_1(tmp_path, hidden, capsys, one_torch_thread):
-    from rlmba_env.cli import main
+    from agents.cli import main
 
     project, _, batch = labeled_project(tmp_path, hidden)
     before = snapshot(project)
@@ -273,8 +273,8 @@ def test_status_reports_counts_rounds_and_writes_a_plot(tmp_path, hidden, one_to
 # -- rlmba prepare folder: unlabeled images + texts -------------------------------------------------
 def test_prepare_folder_writes_an_unlabeled_cache_that_a_project_labels(tmp_path, capsys, one_torch_thread):
     from raw_fixtures import write_image
-    from rlmba_env.cli import main
-    from rlmba_env.data.cache import load_dataset
+    from agents.cli import main
+    from rlmba_env.data.dataset import load_dataset
 
     raw = tmp_path / "raw"
     for i in range(14):
@@ -296,7 +296,7 @@ def test_prepare_folder_writes_an_unlabeled_cache_that_a_project_labels(tmp_path
 
 
 def test_prepare_folder_needs_classes(tmp_path, capsys):
-    from rlmba_env.cli import main
+    from agents.cli import main
 
     (tmp_path / "raw").mkdir()
     assert main(["prepare", "folder", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "c")]) == 1
@@ -305,7 +305,7 @@ def test_prepare_folder_needs_classes(tmp_path, capsys):
 
 def test_next_plays_a_trained_policy_file_like_evaluate(tmp_path, hidden, small_dataset, capsys, one_torch_thread):
     from agents.reinforce import ReinforceAgent
-    from rlmba_env.cli import main
+    from agents.cli import main
 
     env = MultimodalALEnv(small_dataset, SMALL_PROTOCOL, learner=FAST_LEARNER)
     policy = ReinforceAgent.from_env(env, seed=0).save(tmp_path / "pg.pt")
@@ -331,7 +331,7 @@ def test_init_writes_a_label_studio_config_with_every_class(tmp_path, hidden):
 
 
 def test_cli_status_measure_export_and_backup(tmp_path, hidden, capsys, one_torch_thread):
-    from rlmba_env.cli import main
+    from agents.cli import main
 
     project, annotator, batch = labeled_project(tmp_path, hidden)
     answer(project, annotator, batch, tmp_path)

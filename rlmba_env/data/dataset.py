@@ -17,13 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SPLITS = ("pool", "val", "test")
-UNLABELED = -1
-"""The label of a row whose class is not known yet (a labeling project's pool, ``rlmba label``)."""
-
-
-class DatasetError(ValueError):
-    """A dataset or feature cache is malformed; the message names what and where."""
+from rlmba_env.data.cache import SPLITS, UNLABELED, DatasetError, read_cache, save_dataset
 
 
 @dataclass
@@ -120,16 +114,12 @@ class MultimodalDataset:
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory, overwrite: bool = False) -> None:
         """Write the dataset as a feature cache (see :mod:`rlmba_env.data.cache`)."""
-        from rlmba_env.data.cache import save_dataset
-
         save_dataset(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory) -> "MultimodalDataset":
         """Read and validate a feature cache written by :meth:`save` or ``rlmba prepare``."""
-        from rlmba_env.data.cache import load_dataset
-
-        return load_dataset(directory)
+        return cls(**read_cache(directory))
 
     # -- validation -------------------------------------------------------------------------
     def _where(self, key: str) -> str:
@@ -210,3 +200,8 @@ class MultimodalDataset:
                     f"{where(key)} and splits[{SPLITS[seen[row]]!r}] share row {row}; splits must be disjoint"
                 )
             seen[idx] = j
+
+
+def load_dataset(directory) -> MultimodalDataset:
+    """Read and validate the feature cache in ``directory`` (:meth:`MultimodalDataset.load`)."""
+    return MultimodalDataset.load(directory)

@@ -33,8 +33,7 @@ from typing import Any, Protocol as TypingProtocol
 
 import numpy as np
 
-from rlmba_env.data.cache import load_dataset
-from rlmba_env.data.dataset import UNLABELED, MultimodalDataset
+from rlmba_env.data.dataset import UNLABELED, MultimodalDataset, load_dataset
 from rlmba_env.labeling.store import LabelStore, StoreError
 
 BATCH_DIR = "batches"
@@ -86,13 +85,19 @@ class ProjectConfig:
     seed: int = 0
     """the campaign seed: the same seed replays ``env.reset(seed=seed)``"""
     learner: dict[str, Any] = field(default_factory=dict)
-    """LearnerConfig fields"""
+    """LearnerConfig fields (the env's ``EnvConfig.learner``)"""
     env: dict[str, Any] = field(default_factory=dict)
-    """other MultimodalALEnv arguments (kappa, beta, tau, epsilon, device, precision, ...)"""
+    """other EnvConfig fields (kappa, beta, tau, epsilon, device, precision, ...)"""
     n_samples: int = 0
     """rows of the cache, checked when the project is opened"""
     modalities: list[str] = field(default_factory=list)
     """the cache's modalities, in order"""
+
+    def env_config(self):
+        """The env's settings: ``learner`` and ``env`` as one :class:`~rlmba_env.config.EnvConfig`."""
+        from rlmba_env.config import EnvConfig
+
+        return EnvConfig(learner=dict(self.learner), **self.env)
 
 
 @dataclass
@@ -252,7 +257,7 @@ class LabelingProject:
                                initial_labels=initial_labels, per_round=per_round, rounds=rounds, seed=int(seed),
                                learner=dict(learner or {}), env=dict(env or {}), n_samples=ds.n_samples,
                                modalities=list(ds.modalities))
-        _check_env_kwargs(config)
+        _check_env_config(config)
         ids = item_ids_of(data, ds.n_samples)
         items = [(int(r), ids[r], "audit" if r in audit else "pool") for r in order.tolist()]
         directory.mkdir(parents=True, exist_ok=True)
@@ -300,7 +305,7 @@ class LabelingProject:
 
         cfg = self.config
         protocol = {"initial_labels": cfg.initial_labels, "per_round": per_round, "rounds": cfg.rounds}
-        return MultimodalALEnv(view, protocol, learner=cfg.learner or None, **cfg.env)
+        return MultimodalALEnv(view, protocol, cfg.env_config())
 
     # -- the loop ------------------------------------------------------------------------------
     def next(self, agent: str | Chooser = "random", n: int | None = None, write_files: bool = True) -> Batch:
@@ -577,17 +582,15 @@ class LabelingProject:
         return self.store.backup(path)
 
 
-def _check_env_kwargs(config: ProjectConfig) -> None:
-    from rlmba_env.learner.trainer import LearnerConfig
-
+def _check_env_config(config: ProjectConfig) -> None:
     try:
-        learner = LearnerConfig(**config.learner)
-    except TypeError as e:
-        raise LabelingError(f"learner settings {config.learner}: {e}") from None
-    if learner.warm_start:
+        env = config.env_config()
+    except (TypeError, ValueError) as e:
+        raise LabelingError(f"env settings (learner {config.learner}, env {config.env}): {e}") from None
+    if env.learner.warm_start:
         raise LabelingError("learner warm_start is not supported by labeling projects: each round is "
                             "trained afresh from the store (the env's default)")
-    if config.env.get("reward", "gain") != "gain":
+    if env.reward != "gain":
         raise LabelingError("a labeling project has no reward; leave env 'reward' out")
 
 
