@@ -61,8 +61,8 @@ from rlmba_env.data.cache import is_cache
 from rlmba_env.data.suite import suite_names
 from rlmba_env.registration import PROTOCOL_FIELDS
 from agents.envs import set_torch_threads
-from agents.evaluate import (DEFAULT_AGENTS, EvalAgent, check_distinct, episode_file, load_agent, log_tensorboard,
-                             play_episode, read_rows, record_config, run_config, write_rows_atomically)
+from agents.evaluate import (DEFAULT_AGENTS, EvalAgent, check_distinct, episode_file, episode_rows, load_agent,
+                             log_tensorboard, read_rows, record_config, run_config, write_rows_atomically)
 from agents.leaderboard import write_leaderboard
 from agents.summary import write_curves, write_summary
 from agents.tracking import hyperparameter_table
@@ -219,7 +219,7 @@ def run_episode(task: Episode) -> tuple[Episode, list[dict[str, Any]], float]:
     if (task.agent_spec, task.device) not in _AGENTS:
         _AGENTS[task.agent_spec, task.device] = load_agent(task.agent_spec, task.device)
     agent = replace(_AGENTS[task.agent_spec, task.device], name=task.agent_name)
-    rows = play_episode(agent, _ENVS[key], task.seed)
+    rows = episode_rows(agent, _ENVS[key], task.seed)
     return task, rows, time.perf_counter() - start
 
 

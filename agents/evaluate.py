@@ -100,8 +100,7 @@ def policy_agent(name: str, path: Path, device: str, online: bool) -> EvalAgent:
     """A trained policy (SB3 ``.zip`` or REINFORCE ``.pt``), greedy; a REINFORCE agent marked
     ``:online`` instead keeps learning during each campaign, a fresh copy per seed (the paper's
     online setting)."""
-    from agents.transfer import load_agent as load_policy
-    from agents.transfer import transfer
+    from agents.transfer import load_policy, transfer
 
     policy = load_policy(path, device)
 
@@ -135,7 +134,7 @@ def check_distinct(what: str, values: list) -> None:
         raise ValueError(f"{what} must be distinct, got {list(values)} ({', '.join(map(str, repeated))} repeated)")
 
 
-def play_episode(agent: EvalAgent, env: gym.Env, seed: int) -> list[dict[str, Any]]:
+def episode_rows(agent: EvalAgent, env: gym.Env, seed: int) -> list[dict[str, Any]]:
     """One episode's rows, each tagged with the agent's name and the seed."""
     return [{"agent": agent.name, "seed": seed, **row} for row in agent.play(env, seed)]
 
@@ -242,7 +241,7 @@ def evaluate(args: Args) -> Path:
         with tqdm(total=rounds, desc=f"{agent.name} seed {seed}", unit="round", leave=False) as bar:
             env.unwrapped.round_callbacks.append(lambda info: bar.update())
             try:
-                rows = play_episode(agent, env, seed)
+                rows = episode_rows(agent, env, seed)
             finally:
                 env.unwrapped.round_callbacks.pop()
         text = hyperparameter_table(args) + "\n\n" + json.dumps(
