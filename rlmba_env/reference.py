@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,26 @@ def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
     }
 
 
+def read_reference_curve(path: Path, length: int) -> tuple[np.ndarray | None, str | None]:
+    """The curve cached in ``path`` and None, or None and what is wrong with the file (not
+    JSON, no ``curve``, not ``length`` top-1 values in [0, 1]): a damaged cache is recomputed,
+    never turned into NaN rewards or an ``IndexError`` mid-episode."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"is unreadable ({type(e).__name__}: {e})"
+    raw = data.get("curve") if isinstance(data, dict) else None
+    try:
+        curve = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        curve = None
+    if curve is None or curve.shape != (length,):
+        return None, f"holds no curve of {length} values (rounds + 1)"
+    if not (np.isfinite(curve) & (curve >= 0) & (curve <= 1)).all():
+        return None, "holds values outside [0, 1] (NaN or damaged)"
+    return curve, None
+
+
 def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
     """Mean reference validation top-1 per round, shape (rounds + 1,), cached on disk."""
     from rlmba_env.env import MultimodalALEnv
@@ -50,7 +71,10 @@ def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
     cache_dir = Path(env.reference_cache) if env.reference_cache else default_data_root() / "reference"
     path = cache_dir / f"{key}.json"
     if path.is_file():
-        return np.asarray(json.loads(path.read_text())["curve"], dtype=np.float64)
+        curve, problem = read_reference_curve(path, env.protocol.rounds + 1)
+        if problem is None:
+            return curve
+        warnings.warn(f"reference cache {path} {problem}; recomputing it", stacklevel=3)
 
     twin = MultimodalALEnv(env.dataset, env.protocol, learner=env.learner_config, reward="gain",
                            kappa=env.kappa, beta=env.beta, tau=env.tau, epsilon=env.epsilon,
