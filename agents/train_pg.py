@@ -38,13 +38,22 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.envs import make_env, parse_env_kwargs, resolve_device
-from agents.hyperparams import hyperparams_file, resolve
+from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN, FromYaml,
+                                YamlFile, check_args, hyperparams_file,
+                                optional_path, resolve)
 from agents.reinforce import ReinforceAgent, ReinforceConfig
 from agents.rollout import EVAL_SEED, summarize
 from agents.tracking import hyperparameter_table, run_name
 
 AGENT = "reinforce"
 DEFAULTS = {"total_timesteps": 2000, **{f.name: f.default for f in fields(ReinforceConfig)}}
+RULES = {
+    "total_timesteps": NON_NEGATIVE_INT, "learning_rate": POSITIVE, "baseline_decay": UNIT_OPEN,
+    "reward_smoothing": UNIT_OPEN, "advantage_clip": NON_NEGATIVE, "entropy_coef": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE, "temperature": POSITIVE, "hidden": POSITIVE_INT, "state_hidden": POSITIVE_INT,
+    "heads": POSITIVE_INT, "torch_threads": NON_NEGATIVE_INT, "eval_freq": NON_NEGATIVE_INT,
+    "eval_episodes": NON_NEGATIVE_INT, "checkpoint_freq": NON_NEGATIVE_INT,
+}
 
 
 @dataclass
@@ -53,37 +62,37 @@ class Args:
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"rounds": 5}')"""
-    hyperparams: str | None = None
+    hyperparams: YamlFile = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/reinforce.yml)"""
-    total_timesteps: int | None = None
+    total_timesteps: FromYaml[int] = None
     """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent [yaml: 2000]"""
     seed: int = 1
     """seed of the agent's weights and sampler and of the training episodes"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    learning_rate: float | None = None
+    learning_rate: FromYaml[float] = None
     """Adam learning rate [yaml: 3e-3]"""
-    baseline_decay: float | None = None
+    baseline_decay: FromYaml[float] = None
     """moving-average baseline b <- d b + (1 - d) r~ [yaml: 0.8]"""
-    reward_smoothing: float | None = None
+    reward_smoothing: FromYaml[float] = None
     """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw [yaml: 0.3]"""
-    normalize_advantage: bool | None = None
+    normalize_advantage: FromYaml[bool] = None
     """divide the advantage by its running RMS [yaml: True]"""
-    advantage_clip: float | None = None
+    advantage_clip: FromYaml[float] = None
     """clip the advantage to [-c, c]; 0 disables [yaml: 3.0]"""
-    entropy_coef: float | None = None
+    entropy_coef: FromYaml[float] = None
     """entropy bonus per pick [yaml: 0.0]"""
-    max_grad_norm: float | None = None
+    max_grad_norm: FromYaml[float] = None
     """gradient clipping norm [yaml: 1.0]"""
-    temperature: float | None = None
+    temperature: FromYaml[float] = None
     """softmax temperature of the picks [yaml: 1.0]"""
-    hidden: int | None = None
+    hidden: FromYaml[int] = None
     """width of the per-candidate MLP [yaml: 64]"""
-    state_hidden: int | None = None
+    state_hidden: FromYaml[int] = None
     """width of the round-state embedding [yaml: 32]"""
-    attention: bool | None = None
+    attention: FromYaml[bool] = None
     """one self-attention layer across candidates [yaml: False]"""
-    heads: int | None = None
+    heads: FromYaml[int] = None
     """attention heads [yaml: 4]"""
     torch_threads: int = 0
     """torch threads of this process (0: torch's default; 1 is faster on a busy small machine)"""
@@ -97,7 +106,7 @@ class Args:
     """evaluation copies keep learning during their campaign (the paper's online agent)"""
     checkpoint_freq: int = 1000
     """save checkpoints/agent_<steps>_steps.pt every this many picks; 0 disables"""
-    resume: str | None = None
+    resume: optional_path("CHECKPOINT.pt", "(default: a fresh run)") = None
     """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
@@ -116,6 +125,10 @@ def evaluate_online(agent: ReinforceAgent, env, seeds: list[int], online: bool) 
 
 def main(args: Args) -> Path:
     args, _ = resolve(args, args.hyperparams or hyperparams_file(AGENT), DEFAULTS)
+    check_args(args, {k: rule for k, rule in RULES.items() if not (k == "advantage_clip" and args.advantage_clip is None)})
+    if args.resume and not Path(args.resume).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file (an agent_<steps>_steps.pt "
+                                f"under a run's checkpoints/, or its agent.pt)")
     device = resolve_device(args.device)
     env_kwargs = parse_env_kwargs(args.env_kwargs, device)
     env = make_env(args.env_id, torch_threads=args.torch_threads or None, **env_kwargs)
