@@ -136,3 +136,23 @@ def test_damaged_reference_cache_is_recomputed_with_a_warning(tmp_path, damage):
     assert json.loads(path.read_text())["curve"] == good
     _, rewards, _ = play_to_the_end(env, seed=4)
     assert np.isfinite(rewards).all()
+
+
+# -- 10: dataset generator arguments ------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, name", [
+    ({"n_classes": 1}, "n_classes"), ({"seed": -1}, "seed"), ({"noise": float("nan")}, "noise"),
+    ({"dims": 0}, "dims"), ({"test_fraction": 1.5}, "test_fraction"), ({"n_samples": 2.5}, "n_samples"),
+    ({"n_samples": 100, "n_classes": 3, "val_per_class": 5, "test_fraction": 0.01}, "test_fraction"),
+])
+def test_bad_synthetic_arguments_name_the_argument(kwargs, name):
+    from rlmba_env.data.synthetic import make_synthetic
+
+    with pytest.raises(ValueError, match=rf"^{name}=.* is not allowed; {name} must be"):
+        make_synthetic(**kwargs)
+
+
+def test_negative_avdigits_seed_names_the_argument():
+    from rlmba_env.data.avdigits import load_avdigits
+
+    with pytest.raises(ValueError, match="seed=-1 is not allowed; seed must be an integer >= 0"):
+        load_avdigits(seed=-1)
