@@ -61,3 +61,29 @@ def test_synthetic_dataset_arguments_build_a_playable_env_or_are_refused_by_name
     _, reward, terminated, _, _ = env.step(int(np.flatnonzero(obs["action_mask"])[0]))
     _, reward, terminated, _, _ = env.step(int(np.flatnonzero(env.unwrapped.action_masks())[0]))
     assert terminated and np.isfinite(reward)
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.sampled_from(["meta.json", "features.npz", "targets.npz"]), st.integers(0, 10**6), st.integers(1, 255),
+       st.booleans())
+def test_a_damaged_cache_loads_unchanged_or_fails_naming_the_file(tmp_path_factory, filename, where, flip, truncate):
+    from fuzz_cases import build_dataset
+
+    from rlmba_env.data.cache import load_dataset
+    from rlmba_env.data.dataset import DatasetError
+
+    spec = {"n": 12, "dims": [2, 3], "k": 2, "sizes": (6, 3, 3), "dtype": "float32", "scale": 1.0,
+            "constant_columns": False, "duplicate_rows": False, "seed": 0, "bad_values": None}
+    dataset = build_dataset(spec)
+    folder = tmp_path_factory.mktemp("cache") / "c"
+    dataset.save(folder)
+    data = bytearray((folder / filename).read_bytes())
+    where %= len(data)
+    data = data[:where] if truncate else data[:where] + bytes([data[where] ^ flip]) + data[where + 1:]
+    (folder / filename).write_bytes(bytes(data))
+    try:
+        loaded = load_dataset(folder)
+    except DatasetError as e:
+        assert str(folder) in str(e), str(e)  # names the cache (and the file, when one file is to blame)
+        return
+    assert loaded.fingerprint() == dataset.fingerprint() or filename == "meta.json"
