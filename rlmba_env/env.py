@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 import weakref
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlmba_env.checks import check_seed, fail
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.learner.trainer import EvidentialLearner, LearnerConfig
 from rlmba_env.protocols import Protocol
@@ -117,6 +119,21 @@ def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
     for lo in range(0, x.shape[0], diversity_module.CHUNK_ROWS):
         out[lo : lo + diversity_module.CHUNK_ROWS] = x[lo : lo + diversity_module.CHUNK_ROWS].float() - mean
     return out
+
+
+RESET_OPTIONS = ("episode_seed",)
+
+
+def check_options(options) -> dict:
+    """``reset``'s ``options``: None or a dict of known keys (a typo is not silently ignored)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)}")
+    unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
+    if unknown:
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)} (unknown: {unknown})")
+    return options
 
 
 class CandidateSpace(spaces.Discrete):
@@ -412,6 +429,8 @@ class MultimodalALEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask of allowed picks, as sb3-contrib's ``MaskablePPO`` expects."""
+        if self._result is None:
+            raise RuntimeError("call reset() before action_masks(): there are no candidates yet")
         return self._action_mask().astype(bool)
 
     def render(self):
@@ -446,9 +465,9 @@ class MultimodalALEnv(gym.Env):
 
     def _start_episode(self, options: dict | None) -> None:
         """Everything ``reset`` does before the first fit (after seeding ``np_random``)."""
-        options = options or {}
+        options = check_options(options)
         if "episode_seed" in options:
-            self.episode_seed = int(options["episode_seed"])
+            self.episode_seed = check_seed("episode_seed", options["episode_seed"])
         else:
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
@@ -563,8 +582,9 @@ class MultimodalALEnv(gym.Env):
 
     def _check_action(self, action) -> int:
         a = np.asarray(action)
-        if a.size != 1 or not (np.issubdtype(a.dtype, np.integer) or
-                               (np.issubdtype(a.dtype, np.floating) and float(a) == int(a))):
+        whole = a.size == 1 and (np.issubdtype(a.dtype, np.integer) or (
+            np.issubdtype(a.dtype, np.floating) and math.isfinite(float(a)) and float(a).is_integer()))
+        if not whole:
             raise ValueError(f"action must be one integer candidate position, got {action!r}")
         pos = int(a.reshape(()))
         if not 0 <= pos < self.n_candidates:

@@ -5,6 +5,7 @@ import os
 import stat
 import zipfile
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -156,3 +157,67 @@ def test_negative_avdigits_seed_names_the_argument():
 
     with pytest.raises(ValueError, match="seed=-1 is not allowed; seed must be an integer >= 0"):
         load_avdigits(seed=-1)
+
+
+# -- 5 and 10: env arguments, checked once at gym.make -----------------------------------------
+SMALL = {"dataset": {"n_samples": 60, "n_classes": 3, "val_per_class": 3}, "initial_labels": 4,
+         "per_round": 2, "rounds": 1, "learner": {"epochs": 2, "hidden": 4}}
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"beta": float("nan")}, "beta"), ({"balance_weight": float("nan")}, "balance_weight"),
+    ({"learner": {"epochs": 0}}, "epochs"), ({"learner": {"epochs": -5}}, "epochs"),
+    ({"learner": {"hidden": 0}}, "hidden"), ({"learner": {"lr": -1}}, "lr"),
+    ({"learner": {"epochs": 2, "typo": 1}}, "learner"), ({"learner": "ds"}, "learner"),
+    ({"kmeans_iterations": -3}, "kmeans_iterations"), ({"kappa": True}, "kappa"), ({"tau": 0}, "tau"),
+    ({"epsilon": 2}, "epsilon"), ({"device": "gpu"}, "device"), ({"device": "cuda:99"}, "device"),
+    ({"reference_strategies": "random"}, "reference_strategies"),
+    ({"reference_strategies": ("nope",)}, "reference_strategies"),
+    ({"precision": "float16"}, "precision"), ({"reward": "score"}, "reward"),
+    ({"initial_labels": 0}, "initial_labels"), ({"rounds": 1.5}, "rounds"),
+    ({"dataset": {"n_classes": 1}}, "n_classes"),
+])
+def test_bad_env_argument_fails_at_make_naming_it(kwargs, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b.*is not allowed|{name}.*must be"):
+        gym.make("RLMBA-Synthetic-v0", **{**SMALL, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, name", [({"dataset_seed": -1}, "dataset_seed"),
+                                          ({"image_noise": float("nan")}, "image_noise")])
+def test_bad_avdigits_argument_fails_at_make_naming_it(kwargs, name):
+    with pytest.raises(ValueError, match=rf"^{name}=.* is not allowed"):
+        gym.make("RLMBA-AVDigits-v0", **kwargs)
+
+
+def test_cuda_without_a_gpu_is_refused_naming_the_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device='cuda' is not allowed.*no CUDA device"):
+        gym.make("RLMBA-Synthetic-v0", **SMALL, device="cuda")
+
+
+@pytest.fixture
+def small_env():
+    return gym.make("RLMBA-Synthetic-v0", **SMALL).unwrapped
+
+
+@pytest.mark.parametrize("action", [float("nan"), float("inf"), -float("inf"), 1.5, "0", None, [0, 1]])
+def test_a_non_integer_action_is_refused_naming_it(small_env, action):
+    small_env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be one integer candidate position"):
+        small_env.step(action)
+
+
+def test_action_masks_before_reset_says_to_reset(small_env):
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before action_masks\(\)"):
+        small_env.action_masks()
+
+
+@pytest.mark.parametrize("options, name", [("x", "options"), ({"episode-seed": 3}, "options"),
+                                           ({"episode_seed": 1.7}, "episode_seed"),
+                                           ({"episode_seed": -1}, "episode_seed"),
+                                           ({"episode_seed": None}, "episode_seed")])
+def test_bad_reset_options_are_refused_naming_them(small_env, options, name):
+    with pytest.raises(ValueError, match=rf"^{name}"):
+        small_env.reset(seed=0, options=options)
