@@ -12,7 +12,8 @@ import rlmba_env  # noqa: F401
 from raw_fixtures import make_audiovisual, make_food101, truncate
 from rlmba_env.cli import main
 from rlmba_env.data import prepare as prepare_module
-from rlmba_env.data.cache import is_cache, load_dataset
+from rlmba_env.data.cache import is_cache
+from rlmba_env.data.dataset import load_dataset
 from rlmba_env.data.kinetics_sound import list_kinetics_sound
 from rlmba_env.data.prepare import PrepareConfig, carve_val, prepare, work_dir
 from rlmba_env.data.raw import PrepareError

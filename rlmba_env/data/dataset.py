@@ -16,16 +16,13 @@ from typing import Any
 
 import numpy as np
 
-SPLITS = ("pool", "val", "test")
+from rlmba_env.data.cache import SPLITS, DatasetError, read_cache, save_dataset
+
 FEATURE_MAX_ABS = 1e15
 """largest feature magnitude accepted: the env's per-column statistics and distances run in
 float32 over chunks of 65,536 rows, whose sums of squared deviations overflow (to inf, then
 NaN probabilities in k-means++) beyond about 3e16; no encoder output comes near this, so a
 larger value means a broken array (wrong dtype, uninitialised memory), not a feature"""
-
-
-class DatasetError(ValueError):
-    """A dataset or feature cache is malformed; the message names what and where."""
 
 
 @dataclass
@@ -96,16 +93,12 @@ class MultimodalDataset:
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory, overwrite: bool = False) -> None:
         """Write the dataset as a feature cache (see :mod:`rlmba_env.data.cache`)."""
-        from rlmba_env.data.cache import save_dataset
-
         save_dataset(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory) -> "MultimodalDataset":
         """Read and validate a feature cache written by :meth:`save` or ``rlmba prepare``."""
-        from rlmba_env.data.cache import load_dataset
-
-        return load_dataset(directory)
+        return cls(**read_cache(directory))
 
     # -- validation -------------------------------------------------------------------------
     def _where(self, key: str) -> str:
@@ -195,3 +188,8 @@ class MultimodalDataset:
                     f"{where(key)} and splits[{SPLITS[seen[row]]!r}] share row {row}; splits must be disjoint"
                 )
             seen[idx] = j
+
+
+def load_dataset(directory) -> MultimodalDataset:
+    """Read and validate the feature cache in ``directory`` (:meth:`MultimodalDataset.load`)."""
+    return MultimodalDataset.load(directory)
