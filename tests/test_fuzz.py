@@ -69,7 +69,7 @@ def test_synthetic_dataset_arguments_build_a_playable_env_or_are_refused_by_name
 def test_a_damaged_cache_loads_unchanged_or_fails_naming_the_file(tmp_path_factory, filename, where, flip, truncate):
     from fuzz_cases import build_dataset
 
-    from rlmba_env.data.cache import load_dataset
+    from rlmba_env.data.dataset import load_dataset
     from rlmba_env.data.dataset import DatasetError
 
     spec = {"n": 12, "dims": [2, 3], "k": 2, "sizes": (6, 3, 3), "dtype": "float32", "scale": 1.0,

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlmba_env.data.cache import FEATURES_FILE, load_dataset
-from rlmba_env.data.dataset import DatasetError, MultimodalDataset
+from rlmba_env.data.cache import FEATURES_FILE
+from rlmba_env.data.dataset import DatasetError, MultimodalDataset, load_dataset
 from rlmba_env.env import MultimodalALEnv
 
 TINY_LEARNER = {"epochs": 4, "warm_epochs": 2, "hidden": 8}
