@@ -105,6 +105,19 @@ def test_protocol_labelling_the_whole_pool_runs_to_the_end():
     assert not obs["action_mask"].any() and np.isfinite(rewards).all()
 
 
+def test_protocol_labelling_the_whole_pool_runs_to_the_end_in_the_batched_vector_env():
+    from rlmba_env.vector import BatchedMultimodalALVectorEnv
+
+    envs = BatchedMultimodalALVectorEnv(tiny_dataset(), {"initial_labels": 20, "per_round": 5, "rounds": 2},
+                                        n_envs=2, learner=TINY_LEARNER)
+    envs.reset(seed=0)
+    for _ in range(10):
+        actions = [int(np.flatnonzero(mask)[0]) for mask in envs.action_masks()]
+        obs, rewards, terminated, _, _ = envs.step(np.array(actions))
+        assert np.isfinite(rewards).all() and np.isfinite(obs["state"]).all()
+    assert terminated.all()
+
+
 # -- 8: huge but finite features ----------------------------------------------------------------
 def test_features_beyond_the_float32_statistics_range_are_refused_naming_the_modality():
     with pytest.raises(DatasetError, match=r"features\['a'\] row \d+ holds .*must lie within"):
