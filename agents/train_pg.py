@@ -38,9 +38,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.envs import make_env, parse_env_kwargs, resolve_device
-from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN, FromYaml,
-                                YamlFile, check_args, hyperparams_file,
-                                optional_path, resolve)
+from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN,
+                                YamlFile, check_args, from_yaml, hyperparams_file, optional_path, resolve)
 from agents.reinforce import ReinforceAgent, ReinforceConfig
 from agents.rollout import EVAL_SEED, summarize
 from agents.tracking import hyperparameter_table, run_name
@@ -58,42 +57,45 @@ RULES = {
 
 @dataclass
 class Args:
+    """Hyperparameters left None take the env id's entry in the YAML file, else ``DEFAULTS``
+    (``ReinforceConfig``'s defaults and ``total_timesteps``)."""
+
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"rounds": 5}')"""
     hyperparams: YamlFile = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/reinforce.yml)"""
-    total_timesteps: FromYaml[int] = None
-    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent [yaml: 2000]"""
+    total_timesteps: from_yaml(int, DEFAULTS["total_timesteps"]) = None
+    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent"""
     seed: int = 1
     """seed of the agent's weights and sampler and of the training episodes"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    learning_rate: FromYaml[float] = None
-    """Adam learning rate [yaml: 3e-3]"""
-    baseline_decay: FromYaml[float] = None
-    """moving-average baseline b <- d b + (1 - d) r~ [yaml: 0.8]"""
-    reward_smoothing: FromYaml[float] = None
-    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw [yaml: 0.3]"""
-    normalize_advantage: FromYaml[bool] = None
-    """divide the advantage by its running RMS [yaml: True]"""
-    advantage_clip: FromYaml[float] = None
-    """clip the advantage to [-c, c]; 0 disables [yaml: 3.0]"""
-    entropy_coef: FromYaml[float] = None
-    """entropy bonus per pick [yaml: 0.0]"""
-    max_grad_norm: FromYaml[float] = None
-    """gradient clipping norm [yaml: 1.0]"""
-    temperature: FromYaml[float] = None
-    """softmax temperature of the picks [yaml: 1.0]"""
-    hidden: FromYaml[int] = None
-    """width of the per-candidate MLP [yaml: 64]"""
-    state_hidden: FromYaml[int] = None
-    """width of the round-state embedding [yaml: 32]"""
-    attention: FromYaml[bool] = None
-    """one self-attention layer across candidates [yaml: False]"""
-    heads: FromYaml[int] = None
-    """attention heads [yaml: 4]"""
+    learning_rate: from_yaml(float, DEFAULTS["learning_rate"]) = None
+    """Adam learning rate"""
+    baseline_decay: from_yaml(float, DEFAULTS["baseline_decay"]) = None
+    """moving-average baseline b <- d b + (1 - d) r~"""
+    reward_smoothing: from_yaml(float, DEFAULTS["reward_smoothing"]) = None
+    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw"""
+    normalize_advantage: from_yaml(bool, DEFAULTS["normalize_advantage"]) = None
+    """divide the advantage by its running RMS"""
+    advantage_clip: from_yaml(float, DEFAULTS["advantage_clip"]) = None
+    """clip the advantage to [-c, c]; 0 disables"""
+    entropy_coef: from_yaml(float, DEFAULTS["entropy_coef"]) = None
+    """entropy bonus per pick"""
+    max_grad_norm: from_yaml(float, DEFAULTS["max_grad_norm"]) = None
+    """gradient clipping norm"""
+    temperature: from_yaml(float, DEFAULTS["temperature"]) = None
+    """softmax temperature of the picks"""
+    hidden: from_yaml(int, DEFAULTS["hidden"]) = None
+    """width of the per-candidate MLP"""
+    state_hidden: from_yaml(int, DEFAULTS["state_hidden"]) = None
+    """width of the round-state embedding"""
+    attention: from_yaml(bool, DEFAULTS["attention"]) = None
+    """one self-attention layer across candidates"""
+    heads: from_yaml(int, DEFAULTS["heads"]) = None
+    """attention heads"""
     torch_threads: int = 0
     """torch threads of this process (0: torch's default; 1 is faster on a busy small machine)"""
     eval_freq: int = 1000
@@ -110,17 +112,6 @@ class Args:
     """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
-
-
-def evaluate_online(agent: ReinforceAgent, env, seeds: list[int], online: bool) -> dict[str, float]:
-    """Every seed: a copy of ``agent`` plays one campaign, learning online if ``online``
-    (sampled picks), else greedy and frozen."""
-    results = []
-    for seed in seeds:
-        player = agent.copy()
-        player.reseed(seed)
-        results.append(player.run_episode(env, learn=online, seed=seed, deterministic=not online)[0])
-    return summarize(results)
 
 
 def main(args: Args) -> Path:
@@ -148,7 +139,7 @@ def main(args: Args) -> Path:
     eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
 
     def run_eval() -> None:
-        summary = evaluate_online(agent, eval_env, eval_seeds, args.eval_online)
+        summary = summarize(agent.play_copies(eval_env, eval_seeds, args.eval_online))
         for key in ("top1", "balance", "aulc", "return"):
             writer.add_scalar(f"eval/{key}", summary[key], agent.steps)
         print(f"eval at {agent.steps} picks: test top-1 {summary['top1']:.3f} +- {summary['top1_std']:.3f}, "

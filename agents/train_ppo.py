@@ -68,11 +68,10 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device
-from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, FromYaml,
-                                YamlFile, check_args, hyperparams_file,
-                                optional_path, resolve)
+from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT,
+                                YamlFile, check_args, from_yaml, hyperparams_file, optional_path, resolve)
 from agents.policies import MaskableSetPolicy, SetActorCriticPolicy
-from agents.rollout import EVAL_SEED, SB3Agent, evaluate, summarize
+from agents.rollout import EVAL_SEED, SB3Agent, play_episodes, summarize
 from agents.tracking import EpisodeMetricsCallback, hyperparameter_table, run_name
 
 ALGOS = {"maskable_ppo": MaskablePPO, "ppo": PPO}
@@ -95,50 +94,52 @@ DEFAULTS = {
 
 @dataclass
 class Args:
+    """Hyperparameters left None take the env id's entry in the YAML file, else ``DEFAULTS``."""
+
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"image_noise": 1.0, "rounds": 5}')"""
     algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
     """maskable_ppo (sb3-contrib, action masks) or ppo (plain SB3, score action through TopBPickWrapper)"""
-    policy: FromYaml[Literal["set", "mlp"]] = None
-    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy [yaml: set]"""
+    policy: from_yaml(Literal["set", "mlp"], DEFAULTS["policy"]) = None
+    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy"""
     policy_kwargs: str = "{}"
     """policy keyword arguments as JSON, merged over the YAML's (set: hidden, state_hidden, attention, heads, pooling)"""
     hyperparams: YamlFile = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/{algo}.yml)"""
-    total_timesteps: FromYaml[int] = None
-    """environment steps (picks) to train for, or to add when resuming [yaml: 10000]"""
+    total_timesteps: from_yaml(int, DEFAULTS["total_timesteps"]) = None
+    """environment steps (picks) to train for, or to add when resuming"""
     seed: int = 1
     """seed of the policy, the environments and every random draw in them"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    n_envs: FromYaml[int] = None
-    """parallel environments; more than one run in spawned subprocesses [yaml: 1]"""
+    n_envs: from_yaml(int, DEFAULTS["n_envs"]) = None
+    """parallel environments; more than one run in spawned subprocesses"""
     torch_threads: int = 0
     """torch threads of this process (0: torch's default) and of each subprocess env (0: 1)"""
     picks_per_step: int = 1
     """ppo only: candidates picked per step, best scores first (per_round = a whole round per step)"""
-    n_steps: FromYaml[int] = None
-    """rollout length per environment between updates [yaml: 200, two AV-Digits episodes]"""
-    batch_size: FromYaml[int] = None
-    """minibatch size of the update [yaml: 100]"""
-    n_epochs: FromYaml[int] = None
-    """passes over each rollout [yaml: 10]"""
-    learning_rate: FromYaml[float] = None
-    """Adam learning rate of the policy [yaml: 3e-4]"""
-    gamma: FromYaml[float] = None
-    """discount factor; rewards arrive at the end of each round [yaml: 0.99]"""
-    gae_lambda: FromYaml[float] = None
-    """GAE lambda [yaml: 0.95]"""
-    clip_range: FromYaml[float] = None
-    """PPO clipping range [yaml: 0.2]"""
-    ent_coef: FromYaml[float] = None
-    """entropy bonus [yaml: 0.01 maskable_ppo, 0.0 ppo]"""
-    vf_coef: FromYaml[float] = None
-    """value loss weight [yaml: 0.5]"""
-    max_grad_norm: FromYaml[float] = None
-    """gradient clipping norm [yaml: 0.5]"""
+    n_steps: from_yaml(int, DEFAULTS["n_steps"]) = None
+    """rollout length per environment between updates"""
+    batch_size: from_yaml(int, DEFAULTS["batch_size"]) = None
+    """minibatch size of the update"""
+    n_epochs: from_yaml(int, DEFAULTS["n_epochs"]) = None
+    """passes over each rollout"""
+    learning_rate: from_yaml(float, DEFAULTS["learning_rate"]) = None
+    """Adam learning rate of the policy"""
+    gamma: from_yaml(float, DEFAULTS["gamma"]) = None
+    """discount factor; rewards arrive at the end of each round"""
+    gae_lambda: from_yaml(float, DEFAULTS["gae_lambda"]) = None
+    """GAE lambda"""
+    clip_range: from_yaml(float, DEFAULTS["clip_range"]) = None
+    """PPO clipping range"""
+    ent_coef: from_yaml(float, DEFAULTS["ent_coef"]) = None
+    """entropy bonus"""
+    vf_coef: from_yaml(float, DEFAULTS["vf_coef"]) = None
+    """value loss weight"""
+    max_grad_norm: from_yaml(float, DEFAULTS["max_grad_norm"]) = None
+    """gradient clipping norm"""
     eval_freq: int = 2500
     """evaluate every this many steps (and at the end); 0 = only at the end"""
     eval_episodes: int = 3
@@ -202,7 +203,7 @@ class EvalCallback(BaseCallback):
 
     def _evaluate(self) -> None:
         self._last = self.num_timesteps
-        summary = summarize(evaluate(self.env, SB3Agent(self.model), self.seeds))
+        summary = summarize(play_episodes(self.env, SB3Agent(self.model), self.seeds))
         self.model.policy.set_training_mode(True)
         self.history.append((self.num_timesteps, summary))
         if self.writer is not None:

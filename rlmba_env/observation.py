@@ -190,12 +190,16 @@ class CandidateView:
         covered = self.cluster_labeled[clusters] + self.picked_per_cluster[clusters]
         return np.clip(covered / np.maximum(self.cluster_labeled[clusters] + self.cluster_size[clusters], 1), 0, 1)
 
-    def pick(self, pos: int) -> None:
-        """A pick changes only its picked flag and the coverage of its cluster's candidates."""
+    def pick(self, action, picked: np.ndarray) -> int:
+        """Pick ``action`` (checked by :meth:`check_pick`), set its flag in ``picked``; returns its
+        position. A pick changes only its picked flag and the coverage of its cluster's candidates."""
+        pos = self.check_pick(action, picked)
+        picked[pos] = True
         self.picked_per_cluster[self.cluster[pos]] += 1.0
         self.candidates[pos, PICKED_COLUMN] = 1.0
         same = np.flatnonzero(self.cluster == self.cluster[pos])
         self.candidates[same, COVERAGE_COLUMN] = self.coverage(self.cluster[same])
+        return pos
 
     def action_mask(self, picked: np.ndarray) -> np.ndarray:
         """1 where a candidate exists and was not picked this round."""

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from rlmba_env.chunked import top_positions
+from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.observation import candidate_features, round_state
+from rlmba_env.resume import check_rows_labeled
 from rlmba_env.selection.amcb import amcb_weights
 from rlmba_env.selection.efda import fused_uncertainty, selection_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
@@ -28,6 +30,7 @@ from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_
 if TYPE_CHECKING:
     from rlmba_env.config import EnvConfig
     from rlmba_env.device import DeviceData
+
 
 @dataclass
 class SplitMetrics:
@@ -123,9 +126,10 @@ class PoolState:
                    fusion=learner.config.fusion)
 
 
-def check_label_rows(rows, budget: int, pool: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+def check_label_rows(rows, budget: int, dataset: MultimodalDataset, labeled: np.ndarray) -> np.ndarray:
     """``rows`` chosen outside the env to close a round, as an array: ``budget`` distinct
-    integer rows of ``pool`` not yet ``labeled``; else one ValueError naming the bad row."""
+    integer rows of the ``dataset``'s pool not yet ``labeled``, each with a known label; else one
+    ValueError naming the bad row."""
     rows = np.asarray(rows)
     if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
         raise ValueError(f"rows must be a 1-D sequence of integer row indices, got {rows.dtype} {rows.shape}")
@@ -133,12 +137,13 @@ def check_label_rows(rows, budget: int, pool: np.ndarray, labeled: np.ndarray) -
         raise ValueError(f"label() needs exactly per_round={budget} rows, got {rows.size}")
     if np.unique(rows).size != rows.size:
         raise ValueError("label() got the same row more than once")
-    in_pool = np.isin(rows, pool)
+    in_pool = np.isin(rows, dataset.splits["pool"])
     if not in_pool.all():
         raise ValueError(f"row {int(rows[~in_pool][0])} is not in the dataset's pool split")
     already = labeled[rows]
     if already.any():
         raise ValueError(f"row {int(rows[already][0])} is already labeled")
+    check_rows_labeled(dataset, rows)
     return rows
 
 

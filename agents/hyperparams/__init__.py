@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import tyro
 import yaml
@@ -23,11 +23,13 @@ import yaml
 HYPERPARAMS_DIR = Path(__file__).resolve().parent
 DICT_KEYS = ("env_kwargs", "policy_kwargs")
 
-T = TypeVar("T")
-FromYaml = Annotated[T | None, tyro.conf.arg(help_behavior_hint="(default: from the hyperparameter YAML)"),
+
+def from_yaml(tp, builtin: Any):
+    """The type of a hyperparameter flag left None until :func:`resolve` fills it (the YAML
+    entry, else ``builtin``): the help says so instead of "(default: None)", and None cannot be
+    typed on the command line; booleans take ``True``/``False`` as before."""
+    return Annotated[tp | None, tyro.conf.arg(help_behavior_hint=f"(default: the YAML entry, else {builtin})"),
                      tyro.conf.DisallowNone, tyro.conf.FlagConversionOff]
-"""A flag whose unset value (None) is filled by :func:`resolve`: the help shows where the
-default comes from instead of "(default: None)", and None cannot be typed on the command line."""
 
 
 def optional_path(metavar: str, when_unset: str = ""):

@@ -7,6 +7,9 @@ Layout (format version 1)::
     DIR/features.npz    one array per modality, (N, d_m) float16 or float32
     DIR/targets.npz     "labels" (N,) int64 and the splits "pool", "val", "test"
 
+A label of -1 marks a row whose class is not known yet (data for ``rlmba label``); ``val`` and
+``test`` may then be empty.
+
 A cache is written into a temporary sibling directory and renamed into place, so an
 interrupted write never leaves a cache that :func:`read_cache` would accept, and an
 existing cache is never replaced unless ``overwrite=True`` is asked for; a folder that holds
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 SPLITS = ("pool", "val", "test")
 """the row splits of every dataset: the unlabeled pool, validation (rewards) and test"""
+UNLABELED = -1
+"""The label of a row whose class is not known yet (a labeling project's pool, ``rlmba label``)."""
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 FEATURES_FILE = "features.npz"
