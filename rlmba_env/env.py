@@ -32,7 +32,7 @@ from rlmba_env.observation import (
 )
 from rlmba_env.protocols import Protocol
 from rlmba_env.resume import ResumeMixin, check_rows_labeled, check_splits_labeled
-from rlmba_env.rewards import reference_curve, round_reward
+from rlmba_env.rewards import check_reference_strategies, reference_curve, round_reward
 from rlmba_env.round import PoolState, RoundResult, check_label_rows, evaluate_round
 
 
@@ -184,6 +184,7 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
             raise TypeError(f"config must be an EnvConfig (or pass settings as keywords, e.g. learner=...), "
                             f"got {type(config).__name__}")
         self.config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        check_reference_strategies(self.config.reference_strategies)
         self.dataset = dataset
         self.device = torch.device(self.config.device)
         self.render_mode = self.config.render_mode

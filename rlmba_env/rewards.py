@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rlmba_env.checks import fail
 from rlmba_env.config import EnvConfig
 from rlmba_env.data.cache import default_data_root
 
@@ -40,6 +41,16 @@ def round_reward(config: EnvConfig, result: RoundResult, top1_before: float,
         terms = {"top1": result.val.top1, "reference_top1": reference_top1}
         return result.val.top1 - reference_top1, terms
     return result.val.top1, {"top1": result.val.top1}
+
+
+def check_reference_strategies(names: tuple[str, ...]) -> None:
+    """Every name of ``EnvConfig.reference_strategies`` is a registered strategy, checked when
+    the env is built (not at the first reset of a ``relative`` episode)."""
+    from rlmba_env.strategies import STRATEGIES
+
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        fail("reference_strategies", names, f"strategy names from {sorted(STRATEGIES)} (unknown: {unknown})")
 
 
 def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:

@@ -262,4 +262,4 @@ def test_help_shows_where_yaml_defaults_come_from_not_none(script):
                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0
     assert "(default: None)" not in out.stdout and "{None}" not in out.stdout
-    assert "(default: from the hyperparameter YAML)" in out.stdout and "(default: a fresh run)" in out.stdout
+    assert "(default: the YAML entry, else" in out.stdout and "(default: a fresh run)" in out.stdout
