@@ -254,24 +254,32 @@ def evaluate_round(
     uncertainty = pool_alphas.shape[-1] / pool_alphas.sum(-1)  # u_m = K / S_m, (M, n)
     U = fused_uncertainty(fused_alpha)
 
-    x_pool = diversity.fused(weights, unlabeled_rows)
-    k = min(budget, x_pool.shape[0])
-    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
-    del x_pool
-    _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
-    cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
-    cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+    n_pool = unlabeled_rows.shape[0]
+    if n_pool:
+        x_pool = diversity.fused(weights, unlabeled_rows)
+        k = min(budget, n_pool)
+        centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
+        del x_pool
+        _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
+        cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
+        cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+    else:
+        # A protocol may label the whole pool: after its last round nothing is left to score,
+        # and the round still reports its metrics and an empty candidate set.
+        distance = torch.zeros(0, device=labels.device)
+        assign = torch.zeros(0, dtype=torch.long, device=labels.device)
+        cluster_labeled = cluster_size = torch.zeros(0, device=labels.device)
     clock("cluster_s")
 
-    q = selection_score(uncertainty, weights, distance, config.beta)
+    q = selection_score(uncertainty, weights, distance, config.beta) if n_pool else distance
     top = top_positions(q, n_candidates)  # the candidate set, best first (step 5)
 
     cand_features = candidate_features(pool_alphas, top, uncertainty, U, distance, q)
 
     # One transfer of everything the state needs from the device.
-    d_max = distance.max().clamp_min(1e-12)
-    host = torch.cat([weights.float(), contrib.float(), U.mean().view(1),
-                      (distance / d_max).mean().view(1)]).cpu()
+    pool_means = ([U.mean().view(1), (distance / distance.max().clamp_min(1e-12)).mean().view(1)]
+                  if n_pool else [U.new_zeros(2)])
+    host = torch.cat([weights.float(), contrib.float(), *pool_means]).cpu()
     m_count = len(modalities)
     weights_h = host[:m_count].tolist()
     contrib_h = host[m_count : 2 * m_count].tolist()

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlmba_env.checks import check_choice, check_int, check_real, fail
 from rlmba_env.chunked import CHUNK_ROWS, column_stats
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
@@ -59,10 +60,21 @@ class LearnerConfig:
     """weight of the EDL loss on the fused opinion, next to the per-modality losses"""
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSION_METHODS:
-            raise ValueError(f"LearnerConfig.fusion={self.fusion!r}; choose one of {list(FUSION_METHODS)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"LearnerConfig.batch_size={self.batch_size}; use a positive int or None (full batch)")
+        """Check every field once; one ValueError names the first bad one."""
+        name = "LearnerConfig.{}".format
+        self.hidden = check_int(name("hidden"), self.hidden, 1)
+        self.dropout = check_real(name("dropout"), self.dropout, 0.0, 1.0, high_open=True)
+        self.epochs = check_int(name("epochs"), self.epochs, 1)
+        self.warm_epochs = check_int(name("warm_epochs"), self.warm_epochs, 1)
+        self.lr = check_real(name("lr"), self.lr, low=0.0, low_open=True)
+        self.weight_decay = check_real(name("weight_decay"), self.weight_decay, low=0.0)
+        self.kl_anneal_epochs = check_int(name("kl_anneal_epochs"), self.kl_anneal_epochs, 0)
+        if self.batch_size is not None:
+            self.batch_size = check_int(name("batch_size"), self.batch_size, 1)
+        check_choice(name("fusion"), self.fusion, FUSION_METHODS)
+        if not isinstance(self.warm_start, bool):
+            fail(name("warm_start"), self.warm_start, "True or False")
+        self.fused_loss_weight = check_real(name("fused_loss_weight"), self.fused_loss_weight, low=0.0)
 
 
 @dataclass
