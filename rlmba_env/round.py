@@ -114,6 +114,14 @@ def loss_slope(losses: list[float], window: int = 10) -> float:
     return (after - before) / max(abs(before), 1e-8)
 
 
+def fusion_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor, fusion: str,
+                   tau: float, epsilon: float) -> torch.Tensor:
+    """Step 2, AMCB: modality weights ``(M,)`` from the gap between each modality alone and the
+    fused model (under the previous ``weights``) on ``val``."""
+    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
+    return amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels), tau=tau, epsilon=epsilon)
+
+
 class _Clock:
     """Wall time of the phases of a round into ``timings`` (when given), synchronising the
     device at each mark so that queued GPU work is charged to the phase that queued it. With
@@ -188,11 +196,8 @@ def evaluate_round(
         val_alphas, test_alphas, pool_alphas = alphas[:, val_rows], alphas[:, test_rows], alphas[:, unlabeled_rows]
     clock("infer_s")
 
-    # Step 2, AMCB: weights from the gap between each modality alone and the fused model.
     val_labels = labels[val_rows]
-    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
-    weights = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels),
-                           tau=tau, epsilon=epsilon).to(labels.device)
+    weights = fusion_weights(val_alphas, val_labels, weights, fusion, tau, epsilon).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)
