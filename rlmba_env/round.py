@@ -17,7 +17,7 @@ import torch
 
 from rlmba_env.learner.evidential import ds_conflict, expected_probs, fuse, opinion
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
-from rlmba_env.selection.amcb import amcb_weights
+from rlmba_env.selection.amcb import amcb_weights, fusion_subset
 from rlmba_env.selection.candidates import top_candidates
 from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.selection.efda import fused_uncertainty, selection_score
@@ -115,11 +115,16 @@ def loss_slope(losses: list[float], window: int = 10) -> float:
 
 
 def fusion_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor, fusion: str,
-                   tau: float, epsilon: float) -> torch.Tensor:
+                   tau: float, epsilon: float, select: bool = True, tolerance: float = 0.0) -> torch.Tensor:
     """Step 2, AMCB: modality weights ``(M,)`` from the gap between each modality alone and the
-    fused model (under the previous ``weights``) on ``val``."""
+    fused model (under the previous ``weights``) on ``val``; with ``select``, zero outside the
+    best nested subset of modalities on ``val`` (:func:`fusion_subset`) and renormalised."""
     unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
-    return amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels), tau=tau, epsilon=epsilon)
+    w = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels), tau=tau, epsilon=epsilon)
+    if not select:
+        return w
+    w = w * fusion_subset(val_alphas, val_labels, w, fusion, tolerance)
+    return w / w.sum()
 
 
 class _Clock:
