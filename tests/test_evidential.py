@@ -137,3 +137,12 @@ def test_edl_loss_is_differentiable():
     evidence = torch.rand(4, 3, requires_grad=True)
     edl_loss(evidence + 1.0, torch.tensor([0, 1, 2, 0]), kl_coef=1.0).backward()
     assert torch.isfinite(evidence.grad).all()
+
+
+def test_edl_loss_per_row_terms_average_to_the_mean_loss():
+    alpha = torch.tensor([[[2.0, 1.0, 3.0], [1.5, 4.0, 1.0]], [[1.0, 1.0, 9.0], [2.0, 2.0, 2.0]]])
+    targets = torch.tensor([[0, 1], [2, 0]])
+    rows = edl_loss(alpha, targets, kl_coef=0.5, reduction="none")
+    assert rows.shape == (2, 2)
+    for e in range(2):
+        torch.testing.assert_close(rows[e].mean(), edl_loss(alpha[e], targets[e], kl_coef=0.5))

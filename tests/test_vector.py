@@ -8,6 +8,7 @@ from gymnasium.vector.utils import batch_space
 
 from rlmba_env.data.synthetic import make_synthetic
 from rlmba_env.env import MultimodalALEnv
+from rlmba_env.learner.trainer import predict_learners
 from rlmba_env.vector import BatchedMultimodalALVectorEnv
 
 PROTOCOL = {"initial_labels": 10, "per_round": 3, "rounds": 2}
@@ -174,7 +175,7 @@ def test_bfloat16_envs_infer_in_one_batch_like_each_learner(dataset, one_torch_t
     obs, _ = vec.reset(seed=0)
     features = vec.envs[0]._features
     assert all(x.dtype == torch.bfloat16 for x in features.values())
-    batched = vec.learner.predict_all(range(N_ENVS), features)
+    batched = predict_learners([env.learner for env in vec.envs], features)
     for i, env in enumerate(vec.envs):
         torch.testing.assert_close(batched[i], env.learner.predict(features), rtol=1e-2, atol=1e-2)
     rng = np.random.default_rng(0)

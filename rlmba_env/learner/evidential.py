@@ -46,13 +46,15 @@ def expected_probs(alpha: Tensor) -> Tensor:
 
 
 def _broadcast_weights(weights: Tensor, alphas: Tensor) -> Tensor:
+    """Modality weights ``(M,)`` (or ``(M, n)`` for opinions ``(M, n, N, K)`` of n models) shaped
+    to multiply ``alphas``."""
     weights = torch.as_tensor(weights, dtype=alphas.dtype, device=alphas.device)
-    if weights.shape != alphas.shape[:1]:
+    if not 1 <= weights.dim() < alphas.dim() or weights.shape != alphas.shape[: weights.dim()]:
         raise ValueError(
             f"weights has shape {tuple(weights.shape)} but alphas has {alphas.shape[0]} modalities "
             f"(alphas shape {tuple(alphas.shape)}); pass one weight per modality"
         )
-    return weights.view(-1, *([1] * (alphas.dim() - 1)))
+    return weights.view(*weights.shape, *([1] * (alphas.dim() - weights.dim())))
 
 
 def fuse_weighted(alphas: Tensor, weights: Tensor) -> Tensor:
@@ -118,7 +120,8 @@ def discount(alphas: Tensor, reliability: Tensor) -> Tensor:
 
 
 def fuse(alphas: Tensor, weights: Tensor, method: str) -> Tensor:
-    """Fuse per-modality opinions ``(M, N, K)`` with modality weights ``(M,)`` into ``(N, K)``.
+    """Fuse per-modality opinions ``(M, N, K)`` with modality weights ``(M,)`` into ``(N, K)``
+    (or the opinions ``(M, n, N, K)`` of n models with their weights ``(M, n)`` into ``(n, N, K)``).
 
     ``"efda"``: :func:`fuse_weighted`.
 
@@ -133,7 +136,7 @@ def fuse(alphas: Tensor, weights: Tensor, method: str) -> Tensor:
         return fuse_weighted(alphas, weights)
     if method == "ds":
         w = torch.as_tensor(weights, dtype=alphas.dtype, device=alphas.device)
-        reliability = w / w.max().clamp_min(torch.finfo(w.dtype).tiny)
+        reliability = w / w.amax(0, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
         return fuse_dempster_shafer(discount(alphas, reliability))
     raise ValueError(f"unknown fusion method {method!r}; choose one of {list(FUSION_METHODS)}")
 
@@ -158,19 +161,23 @@ def kl_to_uniform_dirichlet(alpha: Tensor) -> Tensor:
     return log_norm + digamma_term
 
 
-def edl_loss(alpha: Tensor, targets: Tensor, kl_coef: float) -> Tensor:
-    """EDL loss, mean over samples (Sensoy et al. 2018, eq. 4 digamma form + KL regulariser).
+def edl_loss(alpha: Tensor, targets: Tensor, kl_coef: float, reduction: str = "mean") -> Tensor:
+    """EDL loss (Sensoy et al. 2018, eq. 4 digamma form + KL regulariser), mean over samples.
 
     ``sum_k y_k (digamma(S) - digamma(alpha_k)) + kl_coef * KL(Dir(alpha~) || Dir(1))`` with
     ``alpha~ = y + (1 - y) alpha``: the regulariser only penalises evidence for wrong classes, so
-    the model learns to say "I don't know" instead of spreading evidence.
+    the model learns to say "I don't know" instead of spreading evidence. ``alpha`` may have any
+    leading shape ``(..., K)`` with ``targets`` ``(...)``; ``reduction="none"`` returns the
+    per-sample terms ``(...)`` instead of their mean.
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"edl_loss reduction={reduction!r}; choose 'mean' or 'none'")
     s = alpha.sum(-1)
     alpha_true = alpha.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     # y is one-hot, so the sum over k reduces to the true-class term.
-    nll_term = torch.digamma(s) - torch.digamma(alpha_true)
-    if kl_coef == 0:
-        return nll_term.mean()
-    y = torch.nn.functional.one_hot(targets, alpha.shape[-1]).to(alpha.dtype)
-    alpha_tilde = y + (1.0 - y) * alpha
-    return (nll_term + kl_coef * kl_to_uniform_dirichlet(alpha_tilde)).mean()
+    terms = torch.digamma(s) - torch.digamma(alpha_true)
+    if kl_coef != 0:
+        y = torch.nn.functional.one_hot(targets, alpha.shape[-1]).to(alpha.dtype)
+        alpha_tilde = y + (1.0 - y) * alpha
+        terms = terms + kl_coef * kl_to_uniform_dirichlet(alpha_tilde)
+    return terms.mean() if reduction == "mean" else terms

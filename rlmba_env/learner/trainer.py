@@ -159,64 +159,10 @@ class EvidentialLearner:
         The first fit (or every fit when ``config.warm_start`` is False) re-initialises from
         ``seed``, standardises inputs with the statistics of all rows and runs
         ``config.epochs``; later fits continue from the current parameters for
-        ``config.warm_epochs``, with the KL annealing continuing where it stopped.
+        ``config.warm_epochs``, with the KL annealing continuing where it stopped. This is
+        :func:`fit_learners` with one learner.
         """
-        cfg = self.config
-        start = time.perf_counter()
-        idx = self._as_index(indices)
-        if idx.numel() == 0:
-            raise ValueError("fit() got no labeled rows (indices is empty)")
-        x = {m: features[m][idx].float() for m in self.modalities}
-        y = labels[idx].to(self.device, torch.long)
-        w = torch.as_tensor(modality_weights, dtype=torch.float32).to(self.device)
-        n = y.shape[0]
-        batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
-
-        with self._rng(seed):
-            cold = not (cfg.warm_start and self._fitted)
-            if cold:
-                self._init_parameters()
-                # statistics of every row (labeled or not): the pool is known in pool-based AL
-                self._set_input_stats(features)
-                self._epochs_done = 0
-            epochs = cfg.epochs if cold else cfg.warm_epochs
-            # standardise the labeled rows once per fit instead of once per epoch (same values)
-            standardised = self._stock_net()
-            if standardised:
-                x = {m: (v - getattr(self.net, f"input_mean_{i}")) / getattr(self.net, f"input_std_{i}")
-                     for i, (m, v) in enumerate(x.items())}
-            # a fresh optimiser each fit: Adam's moments from last round's labeled set do not
-            # describe this round's loss surface
-            optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            self.net.train()
-            losses = torch.zeros(epochs, device=self.device)
-            grad_norm = torch.zeros((), device=self.device)
-            for epoch in range(epochs):
-                t = self._epochs_done + epoch
-                kl_coef = 1.0 if cfg.kl_anneal_epochs <= 0 else min(1.0, t / cfg.kl_anneal_epochs)
-                order = torch.randperm(n, device=self.device) if batch < n else None
-                for lo in range(0, n, batch):
-                    rows = order[lo : lo + batch] if order is not None else None
-                    xb = x if rows is None else {m: v[rows] for m, v in x.items()}
-                    yb = y if rows is None else y[rows]
-                    loss = self._loss(xb, yb, w, kl_coef, standardised)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses[epoch] += loss.detach() * (yb.shape[0] / n)
-                if epoch == epochs - 1:
-                    grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-                    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            self._epochs_done += epochs
-            self._fitted = True
-        # one host transfer per fit, after the loop
-        loss_list = losses.tolist()
-        return FitStats(
-            losses=loss_list,
-            grad_norm=float(grad_norm),
-            epochs=epochs,
-            seconds=time.perf_counter() - start,
-        )
+        return fit_learners([self], features, labels, [indices], [modality_weights], [seed])[0]
 
     STATS_CHUNK_ROWS = 65536
 
@@ -258,22 +204,6 @@ class EvidentialLearner:
             for enc, head in zip(net.encoders, net.heads)
         )
 
-    def _loss(self, x: dict[str, Tensor], y: Tensor, weights: Tensor, kl_coef: float,
-              standardised: bool = False) -> Tensor:
-        if standardised:
-            # the network's forward on inputs already standardised
-            alphas = torch.stack([
-                F.softplus(self.net.heads[i](self.net.encoders[i](x[m]))) + 1.0
-                for i, m in enumerate(self.modalities)
-            ])
-        else:
-            alphas = self.net(x)
-        loss = sum(edl_loss(alphas[m], y, kl_coef) for m in range(alphas.shape[0]))
-        if self.config.fused_loss_weight:
-            fused = fuse(alphas, weights, self.config.fusion)
-            loss = loss + self.config.fused_loss_weight * edl_loss(fused, y, kl_coef)
-        return loss
-
     # -- inference ------------------------------------------------------------------------
     FOLD_MAX_OFFSET = 1e3
     """largest |mean| / std of an input column for which the mean is folded into the bias"""
@@ -312,23 +242,7 @@ class EvidentialLearner:
         Rows are taken in chunks of ``batch_size`` (contiguous slices when ``indices`` is None,
         so no copy of float32 features is made) and converted to float32 per chunk.
         """
-        self.net.eval()
-        idx = None if indices is None else self._as_index(indices)
-        n = next(iter(features.values())).shape[0] if idx is None else idx.shape[0]
-        if n == 0:
-            return torch.empty(len(self.modalities), 0, self.n_classes, device=self.device)
-        layers = self._inference_layers()
-        # one output, filled per chunk (no list of chunk results to concatenate)
-        out = torch.empty(len(self.modalities), n, self.n_classes, device=self.device)
-        for lo in range(0, n, batch_size):
-            rows = slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]
-            if layers is None:
-                out[:, lo : lo + batch_size] = self.net({m: features[m][rows].float() for m in self.modalities})
-                continue
-            for i, (m, (w1, b1, centre, w2, b2)) in enumerate(zip(self.modalities, layers)):
-                h = first_layer(features[m][rows], w1, b1, centre)
-                out[i, lo : lo + batch_size] = F.softplus(F.linear(h, w2, b2)).add_(1.0)
-        return out
+        return predict_learners([self], features, indices, batch_size)[0]
 
     # -- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -341,3 +255,209 @@ class EvidentialLearner:
         self._fitted = True
         # a saved model was trained past the KL warm-up; do not re-warm it
         self._epochs_done = max(self._epochs_done, self.config.kl_anneal_epochs)
+
+
+# -- training and inference of several learners at once ---------------------------------------
+# Sub-envs of the batched vector env train their learners together: the parameters of a
+# group of learners are stacked along a leading learner axis and trained with batched matrix
+# products and one Adam step. Adam is elementwise and the per-learner losses are summed, so
+# each learner follows exactly its own gradient. Each learner's initialisation, dropout masks
+# and minibatch order come from a generator holding exactly the state its own seed gives, so a
+# learner trained in a group makes the fit it would make alone; a group of one runs the
+# unbatched products (``F.linear``), which makes :meth:`EvidentialLearner.fit` this code's
+# n = 1 case, bit for bit. On CUDA dropout masks are drawn with ``bernoulli_`` from each
+# learner's generator rather than by the fused dropout kernel.
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``F.linear`` per learner: ``x`` (n, B, in), ``weight`` (n, out, in), ``bias`` (n, out)."""
+    if x.shape[0] == 1:
+        return F.linear(x[0], weight[0], bias[0]).unsqueeze(0)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _device_rng_state(device: torch.device) -> Tensor:
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state()
+
+
+def fit_learners(
+    learners: list[EvidentialLearner],
+    features: dict[str, Tensor],
+    labels: Tensor,
+    indices: list[Tensor],
+    weights: list[Tensor],
+    seeds: list[int],
+) -> list[FitStats]:
+    """Fit each learner on its own rows ``indices[j]``, modality weights and seed, as one
+    batched model wherever several learners run the same schedule (cold or warm at the same
+    epoch, same number of rows); returns their :class:`FitStats` in order.
+
+    The learners must share configuration, feature dimensions and device, and be the stock
+    per-modality MLP.
+    """
+    start = time.perf_counter()
+    first = learners[0]
+    if not first._stock_net():
+        raise ValueError("EvidentialLearner trains the stock MultimodalEvidentialNet (Linear, ReLU, Dropout; "
+                         "Linear head) only")
+    stats: list[FitStats | None] = [None] * len(learners)
+    groups: dict[tuple, list[int]] = {}
+    for j, learner in enumerate(learners):
+        cold = not (learner.config.warm_start and learner._fitted)
+        key = (cold, 0 if cold else learner._epochs_done, int(torch.as_tensor(indices[j]).numel()))
+        groups.setdefault(key, []).append(j)
+    for (cold, _, _), js in groups.items():
+        fits = _fit_group([learners[j] for j in js], cold, features, labels,
+                          [indices[j] for j in js], [weights[j] for j in js], [seeds[j] for j in js])
+        for j, fit in zip(js, fits):
+            stats[j] = fit
+    seconds = time.perf_counter() - start
+    for fit in stats:
+        fit.seconds = seconds
+    return stats
+
+
+def _fit_group(learners: list[EvidentialLearner], cold: bool, features: dict[str, Tensor], labels: Tensor,
+               indices: list[Tensor], weights: list[Tensor], seeds: list[int]) -> list[FitStats]:
+    first = learners[0]
+    cfg, device = first.config, first.device
+    n_learners = len(learners)
+    idx = torch.stack([first._as_index(i) for i in indices])  # (n, L)
+    if idx.shape[1] == 0:
+        raise ValueError("fit() got no labeled rows (indices is empty)")
+    y = labels[idx].to(device, torch.long)
+    w = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(device) for v in weights])  # (n, M)
+    n = idx.shape[1]
+    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+
+    # Each learner's draws (initialisation, then minibatch order and dropout from a generator
+    # continuing the same stream) depend on its seed only.
+    generators = []
+    for learner, seed in zip(learners, seeds):
+        with forked_torch_rng(device, seed):
+            if cold:
+                learner._init_parameters()
+                if first._stats_of is not None and learner._stats_of is None:
+                    learner._stats_of, learner._stats = first._stats_of, first._stats
+                # statistics of every row (labeled or not): the pool is known in pool-based AL
+                learner._set_input_stats(features)
+                learner._epochs_done = 0
+            g = torch.Generator(device=device)
+            g.set_state(_device_rng_state(device))
+            generators.append(g)
+    # standardise the labeled rows once per fit instead of once per epoch
+    net0 = first.net
+    x = {m: (features[m][idx].float() - getattr(net0, f"input_mean_{i}")) / getattr(net0, f"input_std_{i}")
+         for i, m in enumerate(first.modalities)}  # (n, L, d_m)
+    epochs = cfg.epochs if cold else cfg.warm_epochs
+    epochs_done = first._epochs_done
+
+    names = [name for name, _ in net0.named_parameters()]
+    params = {name: torch.stack([dict(l.net.named_parameters())[name].detach() for l in learners]).clone()
+              .requires_grad_(True) for name in names}
+    # a fresh optimiser each fit: Adam's moments from last round's labeled set do not
+    # describe this round's loss surface
+    optimizer = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    p_drop = float(net0.encoders[0][2].p)
+    losses = torch.zeros(n_learners, epochs, device=device)
+    grad_norms = torch.zeros(n_learners, device=device)
+    axis = torch.arange(n_learners, device=device)[:, None]
+    for epoch in range(epochs):
+        t = epochs_done + epoch
+        kl_coef = 1.0 if cfg.kl_anneal_epochs <= 0 else min(1.0, t / cfg.kl_anneal_epochs)
+        orders = (torch.stack([torch.randperm(n, device=device, generator=g) for g in generators])
+                  if batch < n else None)
+        for lo in range(0, n, batch):
+            if orders is None:
+                xb, yb = x, y
+            else:
+                rows = orders[:, lo : lo + batch]
+                xb = {m: v[axis, rows] for m, v in x.items()}
+                yb = y[axis, rows]
+            loss = _loss(cfg, first.modalities, params, xb, yb, w, kl_coef, generators, p_drop)  # (n,)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            losses[:, epoch] += loss.detach() * (yb.shape[1] / n)
+        if epoch == epochs - 1:
+            # per learner, in the order of net.parameters()
+            grad_norms = torch.stack([
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(params[name].grad[e]) for name in names]))
+                for e in range(n_learners)
+            ])
+    with torch.no_grad():
+        for e, learner in enumerate(learners):
+            for name, p in learner.net.named_parameters():
+                p.copy_(params[name][e])
+            learner.net.train()
+            learner._epochs_done += epochs
+            learner._fitted = True
+    loss_rows, norms = losses.tolist(), grad_norms.tolist()  # one host transfer each, after the loop
+    return [FitStats(losses=loss_rows[e], grad_norm=norms[e], epochs=epochs) for e in range(n_learners)]
+
+
+def _loss(cfg: LearnerConfig, modalities: tuple[str, ...], params: dict[str, Tensor], x: dict[str, Tensor],
+          y: Tensor, w: Tensor, kl_coef: float, generators: list[torch.Generator], p_drop: float) -> Tensor:
+    """EDL loss ``(n,)`` of every learner: each modality's opinion plus the fused opinion."""
+    batch = y.shape[1]
+    alphas = []
+    for i, m in enumerate(modalities):
+        h = _linear(x[m], params[f"encoders.{i}.0.weight"], params[f"encoders.{i}.0.bias"]).relu()
+        if p_drop > 0:
+            # F.dropout's arithmetic, with each learner's mask from its own generator
+            h = h * torch.stack([torch.empty(batch, h.shape[2], device=h.device)
+                                 .bernoulli_(1 - p_drop, generator=g).div_(1 - p_drop) for g in generators])
+        alphas.append(F.softplus(_linear(h, params[f"heads.{i}.weight"], params[f"heads.{i}.bias"])) + 1.0)
+    alphas = torch.stack(alphas)  # (M, n, B, K)
+    loss = sum(edl_loss(alphas[i], y, kl_coef, reduction="none").mean(-1) for i in range(alphas.shape[0]))
+    if cfg.fused_loss_weight:
+        fused = fuse(alphas, w.T, cfg.fusion)
+        loss = loss + cfg.fused_loss_weight * edl_loss(fused, y, kl_coef, reduction="none").mean(-1)
+    return loss
+
+
+@torch.no_grad()
+def predict_learners(
+    learners: list[EvidentialLearner],
+    features: dict[str, Tensor],
+    indices: Tensor | None = None,
+    batch_size: int = 65536,
+) -> Tensor:
+    """Opinions ``(n, M, rows, K)`` of every learner on the rows ``indices`` (all rows if None):
+    per chunk of rows, one matrix product for the first layer of all of them (their input
+    standardisation folded in), one batched product for their heads.
+
+    Rows are taken in chunks of ``batch_size`` (contiguous slices when ``indices`` is None, so
+    no copy of float32 features is made) and converted to float32 per chunk.
+    """
+    first = learners[0]
+    for learner in learners:
+        learner.net.eval()
+    idx = None if indices is None else first._as_index(indices)
+    n = next(iter(features.values())).shape[0] if idx is None else idx.shape[0]
+    out = torch.empty(len(learners), len(first.modalities), n, first.n_classes, device=first.device)
+    if n == 0:
+        return out
+    layers = [learner._inference_layers() for learner in learners]
+    if any(lay is None for lay in layers):
+        for e, learner in enumerate(learners):
+            for lo in range(0, n, batch_size):
+                rows = slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]
+                out[e, :, lo : lo + batch_size] = learner.net({m: features[m][rows].float() for m in first.modalities})
+        return out
+    n_learners = len(learners)
+    for i, m in enumerate(first.modalities):
+        w1 = torch.cat([lay[i][0] for lay in layers])  # (n * H, d)
+        b1 = torch.cat([lay[i][1] for lay in layers])
+        centre = layers[0][i][2]  # the learners share the input statistics of the features
+        w2 = torch.stack([lay[i][3] for lay in layers])  # (n, K, H)
+        b2 = torch.stack([lay[i][4] for lay in layers])
+        hidden = w2.shape[2]
+        for lo in range(0, n, batch_size):
+            rows = slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]
+            xc = features[m][rows]
+            h = first_layer(xc, w1, b1, centre).view(xc.shape[0], n_learners, hidden).transpose(0, 1)
+            out[:, i, lo : lo + batch_size] = F.softplus(_linear(h, w2, b2)).add_(1.0)
+    return out
