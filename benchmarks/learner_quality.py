@@ -61,6 +61,8 @@ class BenchArgs:
     """AMCB softmax temperature, as the env's default"""
     epsilon: float = 0.05
     """AMCB weight floor, as the env's default"""
+    fusion_subset: bool = True
+    """fuse only the best nested subset of modalities on val, as the env's default"""
     torch_threads: int = 1
     """torch intra-op threads"""
     out_dir: str = "runs/learner_quality"
@@ -81,7 +83,8 @@ def labeled_sets(dataset: MultimodalDataset, protocol: Protocol, seed: int) -> l
     return [order[: protocol.initial_labels + r * protocol.per_round] for r in range(protocol.rounds + 1)]
 
 
-def evidential_curve(dataset, features, labels, sets, config: LearnerConfig, seed: int, tau: float, epsilon: float):
+def evidential_curve(dataset, features, labels, sets, config: LearnerConfig, seed: int, tau: float, epsilon: float,
+                     fusion_subset: bool = True):
     """Per round: val/test top-1 of fused and of each modality, the weights, the fit seconds."""
     learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, config)
     val = torch.as_tensor(dataset.splits["val"])
@@ -91,7 +94,7 @@ def evidential_curve(dataset, features, labels, sets, config: LearnerConfig, see
     for r, rows in enumerate(sets):
         fit = learner.fit(features, labels, torch.as_tensor(rows), weights, seed=seed * 1000 + r)
         alphas = learner.predict(features)
-        weights = fusion_weights(alphas[:, val], labels[val], weights, config.fusion, tau, epsilon)
+        weights = fusion_weights(alphas[:, val], labels[val], weights, config.fusion, tau, epsilon, fusion_subset)
         record = {"fit_s": fit.seconds, "weights": weights.tolist()}
         for split, split_rows in (("val", val), ("test", test)):
             a, y = alphas[:, split_rows], labels[split_rows]
@@ -104,6 +107,8 @@ def evidential_curve(dataset, features, labels, sets, config: LearnerConfig, see
 
 def logistic_curve(dataset, sets):
     """Per round: val/test top-1 of the per-modality LR reference and of its product fusion."""
+    import warnings
+
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -125,7 +130,9 @@ def logistic_curve(dataset, sets):
                 p = np.full((x.shape[0], k), 1e-6)
                 p[:, y_all[rows][0]] = 1.0
             else:
-                model = LogisticRegression(max_iter=1000).fit(x[rows], y_all[rows])
+                with warnings.catch_warnings():  # "more classes than half the samples": expected here
+                    warnings.simplefilter("ignore", UserWarning)
+                    model = LogisticRegression(max_iter=1000).fit(x[rows], y_all[rows])
                 p = np.full((x.shape[0], k), 1e-6)  # classes never labeled get (almost) no mass
                 p[:, model.classes_] = model.predict_proba(x)
             logp[m] = np.log(np.clip(p, 1e-12, None))
@@ -154,7 +161,7 @@ def run(args: BenchArgs) -> list[dict]:
             sets = labeled_sets(dataset, protocol, seed)
             curves = {fusion: evidential_curve(dataset, features, labels, sets,
                                                LearnerConfig(**{**learner, "fusion": fusion}), seed,
-                                               args.tau, args.epsilon)
+                                               args.tau, args.epsilon, args.fusion_subset)
                       for fusion in ("efda", "ds")}
             curves["lr"] = logistic_curve(dataset, sets)
             for model, curve in curves.items():

@@ -31,6 +31,7 @@ from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.strategies.base import PoolState
 
 REWARDS = ("gain", "relative", "absolute")
+INITIAL_SETS = ("random", "stratified")
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -119,6 +120,25 @@ def centred_bfloat16(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def initial_rows(rng: np.random.Generator, pool: np.ndarray, pool_labels: np.ndarray, n: int,
+                 kind: str = "random") -> np.ndarray:
+    """The episode's initial labeled rows: ``n`` distinct rows of ``pool`` drawn with ``rng``.
+
+    ``"random"`` (the paper's protocols): uniformly. ``"stratified"``: one row of each class
+    first (of ``n`` classes drawn at random when ``n`` is below the class count), then the rest
+    uniformly, so that no class starts unseen. It reads the pool's labels, as a seed set drawn
+    per class by the annotators would.
+    """
+    if kind == "random":
+        return rng.choice(pool, n, replace=False)
+    if kind != "stratified":
+        raise ValueError(f"initial must be one of {INITIAL_SETS}, got {kind!r}")
+    classes = rng.permutation(np.unique(pool_labels))[:n]
+    first = np.array([rng.choice(pool[pool_labels == c]) for c in classes], dtype=pool.dtype)
+    rest = rng.choice(np.setdiff1d(pool, first), n - first.size, replace=False)
+    return np.concatenate([first, rest])
+
+
 class CandidateSpace(spaces.Discrete):
     """``Discrete(K)`` whose ``sample()`` draws only the candidates allowed right now.
 
@@ -193,7 +213,7 @@ class MultimodalALEnv(gym.Env):
     | ``val_top1``, ``val_nll``, ``val_ece``  | fused model on the validation split              |
     | ``balance``                             | modality balance in [0, 1] (1 = equal shares)    |
     | ``gap_<m>``                             | val top-1 of modality m minus fused val top-1    |
-    | ``weight_<m>``                          | AMCB modality weight                             |
+    | ``weight_<m>``                          | AMCB modality weight (0 outside the fused subset) |
     | ``contribution_<m>``                    | Shapley contribution of m to fused val top-1     |
     | ``mean_fused_uncertainty``              | mean normalised U over the unlabeled pool        |
     | ``mean_diversity``                      | mean normalised d over the unlabeled pool        |
@@ -216,8 +236,10 @@ class MultimodalALEnv(gym.Env):
 
     ## Starting State
 
-    ``initial_labels`` rows drawn uniformly from the pool with the env's RNG, a classifier
-    trained on them from a seeded initialisation, equal modality weights before AMCB.
+    ``initial_labels`` rows drawn from the pool with the env's RNG (``initial="random"``:
+    uniformly, as the paper's protocols; ``"stratified"``: one row per class first, then
+    uniformly), a classifier trained on them from a seeded initialisation, equal modality
+    weights before AMCB.
 
     ## Episode End
 
@@ -235,6 +257,12 @@ class MultimodalALEnv(gym.Env):
     - ``beta``: weight of diversity in q.
     - ``tau``, ``epsilon``: AMCB softmax temperature and weight floor.
     - ``kmeans_iterations``: Lloyd iterations after k-means++ seeding.
+    - ``initial``: ``"random"`` (default) or ``"stratified"``, how the initial labeled rows
+      are drawn (see Starting State).
+    - ``fusion_subset``: when True (default) the fused opinion keeps only the best nested
+      subset of modalities on ``val`` (a modality that does not help gets weight 0; see
+      :func:`~rlmba_env.selection.amcb.fusion_subset`); the kept modalities are in
+      ``info["fusion_subset"]`` and ``info["fused_<m>"]`` (1 or 0).
     - ``device``: torch device of the classifier and all round computations.
     - ``precision``: ``"float32"`` (default) or ``"bfloat16"``: features held on ``device``
       centred and rounded to bfloat16, the learner's first layer at inference and k-means'
@@ -290,6 +318,8 @@ class MultimodalALEnv(gym.Env):
         reference_strategies: Sequence[str] = ("random",),
         reference_cache: str | None = None,
         precision: str = "float32",
+        initial: str = "random",
+        fusion_subset: bool = True,
     ):
         if not isinstance(dataset, MultimodalDataset):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
@@ -299,6 +329,8 @@ class MultimodalALEnv(gym.Env):
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if not isinstance(kappa, int) or kappa < 1:
             raise ValueError(f"kappa must be a positive integer, got {kappa!r}")
+        if initial not in INITIAL_SETS:
+            raise ValueError(f"initial must be one of {INITIAL_SETS}, got {initial!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -315,6 +347,8 @@ class MultimodalALEnv(gym.Env):
         self.kmeans_iterations = int(kmeans_iterations)
         self.device = torch.device(device)
         self.precision = precision
+        self.initial = initial
+        self.fusion_subset = bool(fusion_subset)
         self.render_mode = render_mode
 
         self.modalities = dataset.modalities
@@ -452,7 +486,8 @@ class MultimodalALEnv(gym.Env):
         else:
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
-        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
+        initial = initial_rows(self._episode_rng, self._pool, self.dataset.labels[self._pool],
+                               self.protocol.initial_labels, self.initial)
         self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
         self._labeled[initial] = True
         self._n_labeled = int(initial.size)
@@ -509,6 +544,7 @@ class MultimodalALEnv(gym.Env):
             self._val_rows, self._test_rows, unlabeled, labeled, self._weights, fit,
             self.budget, self.n_candidates, self.beta, self.tau, self.epsilon,
             self.kmeans_iterations, generator, alphas=alphas, timings=timings,
+            fusion_subset=self.fusion_subset,
         )
         self._weights = self._result.weights
         self._host = _HostRound.from_result(self._result)
@@ -638,6 +674,8 @@ class MultimodalALEnv(gym.Env):
             info[f"contribution_{m}"] = r.contributions[m]
         for m, w in zip(self.modalities, r.weights_list):
             info[f"weight_{m}"] = w
+            info[f"fused_{m}"] = float(w > 0)
+        info["fusion_subset"] = tuple(m for m, w in zip(self.modalities, r.weights_list) if w > 0)
         if labeled_rows is not None:
             info["labeled_rows"] = np.array(labeled_rows)
         return info
@@ -682,6 +720,8 @@ class MultimodalALEnv(gym.Env):
             "epsilon": self.epsilon,
             "device": str(self.device),
             "precision": self.precision,
+            "initial": self.initial,
+            "fusion_subset": self.fusion_subset,
         }
 
 

@@ -37,6 +37,8 @@ def reference_settings(env: "MultimodalALEnv", episode_seed: int) -> dict:
         "episode_seed": int(episode_seed),
         # only when not the default, so that curves cached before the option existed stay valid
         **({"precision": env.precision} if env.precision != "float32" else {}),
+        "initial": env.initial,
+        "fusion_subset": env.fusion_subset,
     }
 
 
@@ -55,7 +57,7 @@ def reference_curve(env: "MultimodalALEnv", episode_seed: int) -> np.ndarray:
     twin = MultimodalALEnv(env.dataset, env.protocol, learner=env.learner_config, reward="gain",
                            kappa=env.kappa, beta=env.beta, tau=env.tau, epsilon=env.epsilon,
                            kmeans_iterations=env.kmeans_iterations, device=env.device,
-                           precision=env.precision)
+                           precision=env.precision, initial=env.initial, fusion_subset=env.fusion_subset)
     curves = [
         [r["val_top1"] for r in run_strategy_episode(twin, make_strategy(name), None, episode_seed,
                                                        options={"episode_seed": episode_seed})]

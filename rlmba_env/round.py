@@ -166,6 +166,7 @@ def evaluate_round(
     generator: torch.Generator,
     alphas: torch.Tensor | None = None,
     timings: dict[str, float] | None = None,
+    fusion_subset: bool = True,
 ) -> RoundResult:
     """Measure the freshly trained learner and score the unlabeled pool (steps 2-5).
 
@@ -176,6 +177,8 @@ def evaluate_round(
             computed (the batched vector env infers all its learners at once); else the
             learner is run over the rows this round needs.
         timings: when given, filled with ``infer_s``, ``cluster_s`` and ``score_s``.
+        fusion_subset: drop from the fused opinion the modalities outside the best nested
+            subset on ``val`` (weight 0, :func:`~rlmba_env.selection.amcb.fusion_subset`).
 
     Everything up to the candidate set stays on the learner's device; the host receives the
     validation and test metrics and, once at the end, the round state.
@@ -202,7 +205,8 @@ def evaluate_round(
     clock("infer_s")
 
     val_labels = labels[val_rows]
-    weights = fusion_weights(val_alphas, val_labels, weights, fusion, tau, epsilon).to(labels.device)
+    weights = fusion_weights(val_alphas, val_labels, weights, fusion, tau, epsilon,
+                             select=fusion_subset).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)

