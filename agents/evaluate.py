@@ -89,8 +89,7 @@ def policy_agent(name: str, path: Path, device: str, online: bool) -> EvalAgent:
     """A trained policy (SB3 ``.zip`` or REINFORCE ``.pt``), greedy; a REINFORCE agent marked
     ``:online`` instead keeps learning during each campaign, a fresh copy per seed (the paper's
     online setting)."""
-    from agents.transfer import load_agent as load_policy
-    from agents.transfer import transfer
+    from agents.transfer import load_policy, transfer
 
     policy = load_policy(path, device)
 

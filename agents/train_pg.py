@@ -49,6 +49,9 @@ DEFAULTS = {"total_timesteps": 2000, **{f.name: f.default for f in fields(Reinfo
 
 @dataclass
 class Args:
+    """Hyperparameters left None take the env id's entry in the YAML file, else ``DEFAULTS``
+    (``ReinforceConfig``'s defaults and ``total_timesteps``)."""
+
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
@@ -56,35 +59,35 @@ class Args:
     hyperparams: str | None = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/reinforce.yml)"""
     total_timesteps: int | None = None
-    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent [yaml: 2000]"""
+    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent"""
     seed: int = 1
     """seed of the agent's weights and sampler and of the training episodes"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
     learning_rate: float | None = None
-    """Adam learning rate [yaml: 3e-3]"""
+    """Adam learning rate"""
     baseline_decay: float | None = None
-    """moving-average baseline b <- d b + (1 - d) r~ [yaml: 0.8]"""
+    """moving-average baseline b <- d b + (1 - d) r~"""
     reward_smoothing: float | None = None
-    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw [yaml: 0.3]"""
+    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw"""
     normalize_advantage: bool | None = None
-    """divide the advantage by its running RMS [yaml: True]"""
+    """divide the advantage by its running RMS"""
     advantage_clip: float | None = None
-    """clip the advantage to [-c, c]; 0 disables [yaml: 3.0]"""
+    """clip the advantage to [-c, c]; 0 disables"""
     entropy_coef: float | None = None
-    """entropy bonus per pick [yaml: 0.0]"""
+    """entropy bonus per pick"""
     max_grad_norm: float | None = None
-    """gradient clipping norm [yaml: 1.0]"""
+    """gradient clipping norm"""
     temperature: float | None = None
-    """softmax temperature of the picks [yaml: 1.0]"""
+    """softmax temperature of the picks"""
     hidden: int | None = None
-    """width of the per-candidate MLP [yaml: 64]"""
+    """width of the per-candidate MLP"""
     state_hidden: int | None = None
-    """width of the round-state embedding [yaml: 32]"""
+    """width of the round-state embedding"""
     attention: bool | None = None
-    """one self-attention layer across candidates [yaml: False]"""
+    """one self-attention layer across candidates"""
     heads: int | None = None
-    """attention heads [yaml: 4]"""
+    """attention heads"""
     torch_threads: int = 0
     """torch threads of this process (0: torch's default; 1 is faster on a busy small machine)"""
     eval_freq: int = 1000
@@ -101,17 +104,6 @@ class Args:
     """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
-
-
-def evaluate_online(agent: ReinforceAgent, env, seeds: list[int], online: bool) -> dict[str, float]:
-    """Every seed: a copy of ``agent`` plays one campaign, learning online if ``online``
-    (sampled picks), else greedy and frozen."""
-    results = []
-    for seed in seeds:
-        player = agent.copy()
-        player.reseed(seed)
-        results.append(player.run_episode(env, learn=online, seed=seed, deterministic=not online)[0])
-    return summarize(results)
 
 
 def main(args: Args) -> Path:
@@ -135,7 +127,7 @@ def main(args: Args) -> Path:
     eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
 
     def run_eval() -> None:
-        summary = evaluate_online(agent, eval_env, eval_seeds, args.eval_online)
+        summary = summarize(agent.play_copies(eval_env, eval_seeds, args.eval_online))
         for key in ("top1", "balance", "aulc", "return"):
             writer.add_scalar(f"eval/{key}", summary[key], agent.steps)
         print(f"eval at {agent.steps} picks: test top-1 {summary['top1']:.3f} +- {summary['top1_std']:.3f}, "

@@ -63,7 +63,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device
 from agents.hyperparams import hyperparams_file, resolve
 from agents.policies import MaskableSetPolicy, SetActorCriticPolicy
-from agents.rollout import EVAL_SEED, SB3Agent, evaluate, summarize
+from agents.rollout import EVAL_SEED, SB3Agent, play_episodes, summarize
 from agents.tracking import EpisodeMetricsCallback, hyperparameter_table, run_name
 
 ALGOS = {"maskable_ppo": MaskablePPO, "ppo": PPO}
@@ -79,6 +79,8 @@ DEFAULTS = {
 
 @dataclass
 class Args:
+    """Hyperparameters left None take the env id's entry in the YAML file, else ``DEFAULTS``."""
+
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
@@ -86,43 +88,43 @@ class Args:
     algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
     """maskable_ppo (sb3-contrib, action masks) or ppo (plain SB3, score action through TopBPickWrapper)"""
     policy: Literal["set", "mlp"] | None = None
-    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy [yaml: set]"""
+    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy"""
     policy_kwargs: str = "{}"
     """policy keyword arguments as JSON, merged over the YAML's (set: hidden, state_hidden, attention, heads, pooling)"""
     hyperparams: str | None = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/{algo}.yml)"""
     total_timesteps: int | None = None
-    """environment steps (picks) to train for, or to add when resuming [yaml: 10000]"""
+    """environment steps (picks) to train for, or to add when resuming"""
     seed: int = 1
     """seed of the policy, the environments and every random draw in them"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
     n_envs: int | None = None
-    """parallel environments; more than one run in spawned subprocesses [yaml: 1]"""
+    """parallel environments; more than one run in spawned subprocesses"""
     torch_threads: int = 0
     """torch threads of this process (0: torch's default) and of each subprocess env (0: 1)"""
     picks_per_step: int = 1
     """ppo only: candidates picked per step, best scores first (per_round = a whole round per step)"""
     n_steps: int | None = None
-    """rollout length per environment between updates [yaml: 200, two AV-Digits episodes]"""
+    """rollout length per environment between updates"""
     batch_size: int | None = None
-    """minibatch size of the update [yaml: 100]"""
+    """minibatch size of the update"""
     n_epochs: int | None = None
-    """passes over each rollout [yaml: 10]"""
+    """passes over each rollout"""
     learning_rate: float | None = None
-    """Adam learning rate of the policy [yaml: 3e-4]"""
+    """Adam learning rate of the policy"""
     gamma: float | None = None
-    """discount factor; rewards arrive at the end of each round [yaml: 0.99]"""
+    """discount factor; rewards arrive at the end of each round"""
     gae_lambda: float | None = None
-    """GAE lambda [yaml: 0.95]"""
+    """GAE lambda"""
     clip_range: float | None = None
-    """PPO clipping range [yaml: 0.2]"""
+    """PPO clipping range"""
     ent_coef: float | None = None
-    """entropy bonus [yaml: 0.01 maskable_ppo, 0.0 ppo]"""
+    """entropy bonus"""
     vf_coef: float | None = None
-    """value loss weight [yaml: 0.5]"""
+    """value loss weight"""
     max_grad_norm: float | None = None
-    """gradient clipping norm [yaml: 0.5]"""
+    """gradient clipping norm"""
     eval_freq: int = 2500
     """evaluate every this many steps (and at the end); 0 = only at the end"""
     eval_episodes: int = 3
@@ -160,7 +162,7 @@ class EvalCallback(BaseCallback):
 
     def _evaluate(self) -> None:
         self._last = self.num_timesteps
-        summary = summarize(evaluate(self.env, SB3Agent(self.model), self.seeds))
+        summary = summarize(play_episodes(self.env, SB3Agent(self.model), self.seeds))
         self.model.policy.set_training_mode(True)
         self.history.append((self.num_timesteps, summary))
         if self.writer is not None:

@@ -60,7 +60,7 @@ DEFAULT_SIZES = ("1e3", "1e4", "1e5", "1e6")
 
 
 # -- AV-Digits round and episode -----------------------------------------------------------------
-def run_episode(env, seed: int) -> dict[str, list[float]]:
+def timed_episode(env, seed: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(seed)
     timings = {"train": [], "score": [], "select": [], "episode": []}
     start = time.perf_counter()
@@ -81,10 +81,10 @@ def run_episode(env, seed: int) -> dict[str, list[float]]:
 
 def avdigits_table(env_id: str, episodes: int, device: str) -> None:
     env = gym.make(env_id, device=device)
-    run_episode(env, seed=10_000)  # warm-up: torch's one-off start-up costs are not the env's
+    timed_episode(env, seed=10_000)  # warm-up: torch's one-off start-up costs are not the env's
     all_timings: dict[str, list[float]] = {"train": [], "score": [], "select": [], "episode": []}
     for seed in range(episodes):
-        for key, values in run_episode(env, seed).items():
+        for key, values in timed_episode(env, seed).items():
             all_timings[key] += values
 
     p = env.unwrapped.protocol
@@ -161,7 +161,7 @@ def seeding_comparison(env) -> dict:
     variant): seeding time and whole-pool k-means cost after the env's Lloyd iterations."""
     from rlmba_env.selection import diversity as div
 
-    space, r = env._diversity, env._result
+    space, r = env.data.diversity, env._result
     x = space.fused(r.weights, r.pool_rows)
     k = min(env.budget, x.shape[0])
     rows, weight = div.lightweight_coreset(x, div.coreset_size(x.shape[0], k), torch.Generator().manual_seed(0))
@@ -170,7 +170,7 @@ def seeding_comparison(env) -> dict:
     for name, seed_fn in (("batched", div.weighted_kmeans_plus_plus),
                           ("sequential", div.sequential_weighted_kmeans_plus_plus)):
         seconds, chosen = timed(x.device, lambda: seed_fn(xs, weight, k, torch.Generator().manual_seed(1)))
-        centroids = div.weighted_lloyd(xs, weight, xs[chosen], env.kmeans_iterations, space.gemm_dtype)
+        centroids = div.weighted_lloyd(xs, weight, xs[chosen], env.config.kmeans_iterations, space.gemm_dtype)
         distance, _ = div.assign_to_centroids(x, centroids)
         out[name] = {"seconds": seconds, "cost": float(distance.square().sum())}
     return out
@@ -204,7 +204,7 @@ def pool_worker(n: int, device_name: str, dtype: str, precision: str) -> dict:
                        "score": t["candidates_s"], "select": total - t["train_s"] - t["score_s"],
                        "round": total, "labeled": int(env._labeled.sum())})
     result = {"n": n, "device": device_name, "precision": precision, "b": b, "gen_s": gen_s,
-              "setup_s": setup_s, "exact_kmeans": not env._diversity.scalable, "val_top1": info["top1"]}
+              "setup_s": setup_s, "exact_kmeans": not env.data.diversity.scalable, "val_top1": info["top1"]}
     for key in ("train", "infer", "cluster", "score", "select", "round"):
         result[key] = statistics.median(r[key] for r in rounds)
     result["labeled"] = [r["labeled"] for r in rounds]  # rows the timed fits trained on
@@ -220,7 +220,7 @@ def pool_worker(n: int, device_name: str, dtype: str, precision: str) -> dict:
         sel[name], _ = timed(device, lambda: strategy.select(state, b, np.random.default_rng(1)))
     sel["rlmba-score+scoring"] = sel["rlmba-score"] + result["cluster"] + result["score"]
     # The policy: one forward over the K candidates per pick, b picks.
-    obs = env._get_obs()
+    obs = env.observation()
     with torch.no_grad():
         scorer = SetScorer(obs["candidates"].shape[1], obs["state"].shape[0]).to(device).eval()
         cands = torch.as_tensor(obs["candidates"], device=device)[None]

@@ -5,6 +5,8 @@ Importing the package registers the env ids ``RLMBA-AVDigits-v0``, ``RLMBA-Synth
 ``RLMBA-VGGSound-v0`` with Gymnasium.
 """
 
+import importlib.metadata
+
 from rlmba_env.data.dataset import DatasetError, MultimodalDataset
 from rlmba_env.env import MultimodalALEnv
 from rlmba_env.protocols import PROTOCOLS, Protocol
@@ -13,4 +15,4 @@ from rlmba_env.registration import ENV_IDS, register_envs
 register_envs()
 
 __all__ = ["DatasetError", "MultimodalDataset", "MultimodalALEnv", "PROTOCOLS", "Protocol", "ENV_IDS"]
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("rlmba")  # setup.cfg's, the one source

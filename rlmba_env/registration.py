@@ -8,9 +8,11 @@ to :class:`~rlmba_env.env.MultimodalALEnv`.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from rlmba_env.data.cache import default_data_root, is_cache, load_dataset
+from rlmba_env.data.cache import default_data_root, is_cache
+from rlmba_env.data.dataset import load_dataset
 from rlmba_env.data.synthetic import make_synthetic
 from rlmba_env.env import MultimodalALEnv
 from rlmba_env.protocols import PROTOCOLS
@@ -111,8 +113,14 @@ ENV_IDS = {
 
 
 def register_envs() -> None:
+    """Register every id with its factory as ``entry_point`` and the batched vector env as
+    ``vector_entry_point``: ``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``
+    builds :class:`~rlmba_env.vector.BatchedMultimodalALVectorEnv`."""
     import gymnasium as gym
+
+    from rlmba_env.vector import BatchedMultimodalALVectorEnv
 
     for env_id, factory in ENV_IDS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=f"{factory.__module__}:{factory.__name__}")
+            gym.register(id=env_id, entry_point=f"{factory.__module__}:{factory.__name__}",
+                         vector_entry_point=partial(BatchedMultimodalALVectorEnv.from_env_id, env_id))

@@ -3,48 +3,31 @@
 :func:`evaluate_round` trains nothing: given the learner's opinions it measures the model on
 ``val`` and ``test``, rebalances the modality weights (AMCB), and scores the unlabeled pool
 (EFDA uncertainty, k-means diversity, score q), returning everything the environment needs
-for the observation, the candidate set and the reward. The per-candidate feature columns are
-computed here once per round; within a round only the ``coverage`` and ``picked`` columns
-change as picks are made.
+for the observation, the candidate set and the reward. The observation's columns are
+assembled once per round by :mod:`rlmba_env.observation`. :class:`PoolState` is what a round
+hands to a selection strategy.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from rlmba_env.learner.evidential import ds_conflict, expected_probs, fuse, opinion
+from rlmba_env.chunked import top_positions
+from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
+from rlmba_env.observation import candidate_features, round_state
 from rlmba_env.selection.amcb import amcb_weights, fusion_subset
-from rlmba_env.selection.candidates import top_candidates
-from rlmba_env.selection.diversity import DiversitySpace
 from rlmba_env.selection.efda import fused_uncertainty, selection_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
 
-STATE_CLIP = 10.0
-
-
-def candidate_columns(modalities: tuple[str, ...]) -> list[str]:
-    """Names of the ``candidates`` observation columns, in order."""
-    cols = []
-    for m in modalities:
-        cols += [f"uncertainty_{m}", f"belief_{m}"]
-    return cols + ["fused_uncertainty", "conflict", "disagreement", "diversity", "coverage",
-                   "score", "picked"]
-
-
-def state_entries(modalities: tuple[str, ...]) -> list[str]:
-    """Names of the ``state`` observation entries, in order."""
-    return (
-        ["round_fraction", "picks_left", "val_top1", "val_nll", "val_ece", "balance"]
-        + [f"gap_{m}" for m in modalities]
-        + [f"weight_{m}" for m in modalities]
-        + [f"contribution_{m}" for m in modalities]
-        + ["mean_fused_uncertainty", "mean_diversity", "loss_slope", "log_grad_norm"]
-    )
-
+if TYPE_CHECKING:
+    from rlmba_env.config import EnvConfig
+    from rlmba_env.device import DeviceData
 
 @dataclass
 class SplitMetrics:
@@ -78,7 +61,8 @@ class RoundResult:
     cluster_size: torch.Tensor
     """Unlabeled rows in each cluster (k,)."""
     state: torch.Tensor
-    """(G,) round-state entries that do not depend on picks; see :func:`state_entries`."""
+    """(G,) round-state entries that do not depend on picks; see
+    :func:`~rlmba_env.observation.state_entries`."""
     contribution_tensor: torch.Tensor
     """Shapley contributions as a tensor (M,)."""
     pool_rows: torch.Tensor
@@ -91,6 +75,71 @@ class RoundResult:
     """Score q of every unlabeled pool row (n,)."""
     weights_list: list[float] = field(default_factory=list)
     """``weights`` on the host."""
+
+
+@dataclass
+class PoolState:
+    """Everything a selection strategy may use to choose rows, for the current round (what the
+    env measured after training; :meth:`MultimodalALEnv.pool_state`)."""
+
+    unlabeled: torch.Tensor
+    """dataset rows of the unlabeled pool (n,), in ascending order"""
+    labeled: torch.Tensor
+    """dataset rows labeled so far (l,)"""
+    labeled_labels: torch.Tensor
+    """labels of ``labeled`` (l,)"""
+    features: dict[str, torch.Tensor]
+    """modality -> whole-dataset features (N, d_m) on the learner's device"""
+    learner: EvidentialLearner
+    """the classifier trained this round (embeddings, MC dropout, gradients)"""
+    alphas: torch.Tensor
+    """per-modality Dirichlet parameters of the unlabeled rows (M, n, K)"""
+    fused_alpha: torch.Tensor
+    """fused Dirichlet parameters of the unlabeled rows (n, K), AMCB-weighted"""
+    weights: torch.Tensor
+    """AMCB modality weights (M,)"""
+    contributions: torch.Tensor
+    """Shapley contribution of each modality to fused val top-1 (M,)"""
+    score: torch.Tensor
+    """RL-MBA score q of the unlabeled rows (n,)"""
+    fusion: str
+    """fusion method of the learner ("efda" or "ds")"""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.features)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unlabeled.device
+
+    @classmethod
+    def from_round(cls, r: RoundResult, labeled: torch.Tensor, data: DeviceData,
+                   learner: EvidentialLearner) -> "PoolState":
+        """The pool state of a scored round, ``labeled`` the rows labeled before it."""
+        return cls(unlabeled=r.pool_rows, labeled=labeled, labeled_labels=data.labels[labeled],
+                   features=data.features, learner=learner, alphas=r.pool_alphas, fused_alpha=r.pool_fused_alpha,
+                   weights=r.weights, contributions=r.contribution_tensor, score=r.pool_score,
+                   fusion=learner.config.fusion)
+
+
+def check_label_rows(rows, budget: int, pool: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """``rows`` chosen outside the env to close a round, as an array: ``budget`` distinct
+    integer rows of ``pool`` not yet ``labeled``; else one ValueError naming the bad row."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"rows must be a 1-D sequence of integer row indices, got {rows.dtype} {rows.shape}")
+    if rows.size != budget:
+        raise ValueError(f"label() needs exactly per_round={budget} rows, got {rows.size}")
+    if np.unique(rows).size != rows.size:
+        raise ValueError("label() got the same row more than once")
+    in_pool = np.isin(rows, pool)
+    if not in_pool.all():
+        raise ValueError(f"row {int(rows[~in_pool][0])} is not in the dataset's pool split")
+    already = labeled[rows]
+    if already.any():
+        raise ValueError(f"row {int(rows[already][0])} is already labeled")
+    return rows
 
 
 def split_metrics(alphas: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, fusion: str,
@@ -147,47 +196,42 @@ class _Clock:
 
 
 def evaluate_round(
+    config: EnvConfig,
+    per_round: int,
     learner: EvidentialLearner,
-    features: dict[str, torch.Tensor],
-    diversity: DiversitySpace | dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    val_rows: torch.Tensor,
-    test_rows: torch.Tensor,
-    unlabeled_rows: torch.Tensor,
+    data: DeviceData,
     labeled_rows: torch.Tensor,
+    unlabeled_rows: torch.Tensor,
     weights: torch.Tensor,
     fit: FitStats,
-    budget: int,
-    n_candidates: int,
-    beta: float,
-    tau: float,
-    epsilon: float,
-    kmeans_iterations: int,
     generator: torch.Generator,
     alphas: torch.Tensor | None = None,
     timings: dict[str, float] | None = None,
-    fusion_subset: bool = True,
 ) -> RoundResult:
     """Measure the freshly trained learner and score the unlabeled pool (steps 2-5).
 
     Args:
-        diversity: the env's :class:`~rlmba_env.selection.diversity.DiversitySpace` (a dict of
-            standardised features means the exact space).
+        config: the env's settings (``beta``, ``tau``, ``epsilon``, ``kmeans_iterations``,
+            ``kappa``; the fusion rule is the learner's).
+        per_round: the protocol's budget b; the candidate set holds ``kappa * b`` rows.
+        data: the dataset on the device (features, diversity space, labels, val/test rows).
+        labeled_rows, unlabeled_rows: this round's pool partition (dataset row indices).
+        weights: the modality weights before AMCB; ``fit``: what the round's fit did.
+        generator: k-means' random draws.
         alphas: the learner's opinions ``(M, N, K)`` on every dataset row when already
             computed (the batched vector env infers all its learners at once); else the
             learner is run over the rows this round needs.
         timings: when given, filled with ``infer_s``, ``cluster_s`` and ``score_s``.
-        fusion_subset: drop from the fused opinion the modalities outside the best nested
-            subset on ``val`` (weight 0, :func:`~rlmba_env.selection.amcb.fusion_subset`).
 
     Everything up to the candidate set stays on the learner's device; the host receives the
     validation and test metrics and, once at the end, the round state.
     """
+    features, diversity, labels = data.features, data.diversity, data.labels
+    val_rows, test_rows = data.val_rows, data.test_rows
+    budget, n_candidates = per_round, config.kappa * per_round
     modalities = tuple(features)
     fusion = learner.config.fusion
     clock = _Clock(timings, labels.device)
-    if isinstance(diversity, dict):
-        diversity = DiversitySpace(diversity, scalable=False)
 
     # Opinions of the rows this round needs, in large contiguous chunks when they are most of
     # the dataset (no gathered copy of the features), else by row.
@@ -205,8 +249,8 @@ def evaluate_round(
     clock("infer_s")
 
     val_labels = labels[val_rows]
-    weights = fusion_weights(val_alphas, val_labels, weights, fusion, tau, epsilon,
-                             select=fusion_subset).to(labels.device)
+    weights = fusion_weights(val_alphas, val_labels, weights, fusion, config.tau, config.epsilon,
+                             select=config.fusion_subset).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)
@@ -218,62 +262,29 @@ def evaluate_round(
 
     x_pool = diversity.fused(weights, unlabeled_rows)
     k = min(budget, x_pool.shape[0])
-    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, kmeans_iterations)
+    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
     del x_pool
     _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
     cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
     cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
     clock("cluster_s")
 
-    q = selection_score(uncertainty, weights, distance, beta)
-    top = top_candidates(q, n_candidates)
+    q = selection_score(uncertainty, weights, distance, config.beta)
+    top = top_positions(q, n_candidates)  # the candidate set, best first (step 5)
 
-    # Per-candidate columns, computed once per round.
-    top_alphas = pool_alphas[:, top]
-    beliefs, _ = opinion(top_alphas)  # (M, c, K)
-    probs = expected_probs(top_alphas)  # (M, c, K)
-    m_count = len(modalities)
-    conflict = torch.zeros(top.shape[0], device=q.device)
-    disagreement = torch.zeros(top.shape[0], device=q.device)
-    pairs = 0
-    for i in range(m_count):
-        for j in range(i + 1, m_count):
-            conflict += ds_conflict(top_alphas[i], top_alphas[j])
-            disagreement += 0.5 * (probs[i] - probs[j]).abs().sum(-1)
-            pairs += 1
-    conflict /= pairs
-    disagreement /= pairs
-    d_max = distance.max().clamp_min(1e-12)
-    columns = []
-    for m in range(m_count):
-        columns += [uncertainty[m, top], beliefs[m].max(-1).values]
-    columns += [
-        U[top],
-        conflict,
-        disagreement,
-        distance[top] / d_max,
-        torch.zeros_like(conflict),  # coverage, filled in by the env as picks are made
-        q[top] / q.max().clamp_min(1e-12),
-        torch.zeros_like(conflict),  # picked flag
-    ]
-    cand_features = torch.stack(columns, dim=1).clamp(0.0, 1.0)
+    cand_features = candidate_features(pool_alphas, top, uncertainty, U, distance, q)
 
     # One transfer of everything the state needs from the device.
+    d_max = distance.max().clamp_min(1e-12)
     host = torch.cat([weights.float(), contrib.float(), U.mean().view(1),
                       (distance / d_max).mean().view(1)]).cpu()
+    m_count = len(modalities)
     weights_h = host[:m_count].tolist()
     contrib_h = host[m_count : 2 * m_count].tolist()
     mean_u, mean_d = host[2 * m_count :].tolist()
     balance = balance_score(host[m_count : 2 * m_count])
-    state = torch.tensor(
-        [0.0, 0.0, val.top1, val.nll, val.ece, balance]
-        + [val.top1_modality[m] - val.top1 for m in modalities]
-        + weights_h
-        + contrib_h
-        + [mean_u, mean_d, loss_slope(fit.losses),
-           float(torch.log1p(torch.tensor(fit.grad_norm)))],
-        dtype=torch.float32,
-    ).clamp(-STATE_CLIP, STATE_CLIP)
+    state = round_state(val.top1, val.nll, val.ece, balance, [val.top1_modality[m] - val.top1 for m in modalities],
+                        weights_h, contrib_h, mean_u, mean_d, loss_slope(fit.losses), fit.grad_norm)
     clock("score_s")
 
     return RoundResult(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -29,9 +29,10 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
+from rlmba_env.config import EnvConfig
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.env import MultimodalALEnv
-from rlmba_env.learner.trainer import fit_learners, predict_learners
+from rlmba_env.learner.trainer import FitRequest, fit_learners, predict_learners
 from rlmba_env.protocols import Protocol
 
 
@@ -80,8 +81,9 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
 
     - ``dataset``, ``protocol``: as ``MultimodalALEnv``.
     - ``n_envs``: number of sub-envs.
-    - every other keyword: ``MultimodalALEnv``'s (``learner``, ``reward``, ``device``, ...),
-      the same for all sub-envs. ``render_mode`` is not supported.
+    - ``config`` and every other keyword: ``MultimodalALEnv``'s (an
+      :class:`~rlmba_env.config.EnvConfig` and its fields), the same for all sub-envs.
+      ``render_mode`` is not supported.
 
     :meth:`from_env_id` builds one from a registered id (``"RLMBA-AVDigits-v0"``).
     Infos are batched with Gymnasium's ``_key`` masks; ``candidate_rows`` is padded with -1
@@ -96,14 +98,16 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, dataset: MultimodalDataset, protocol: Protocol | dict, n_envs: int, **env_kwargs):
+    def __init__(self, dataset: MultimodalDataset, protocol: Protocol | dict, n_envs: int,
+                 config: EnvConfig | None = None, **settings):
         if not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
-        if env_kwargs.get("render_mode") is not None:
+        config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        if config.render_mode is not None:
             raise ValueError("BatchedMultimodalALVectorEnv does not render; leave render_mode None")
         # The sub-envs share the dataset's device arrays (rlmba_env.env.device_data).
         super().__init__()
-        self.envs = [MultimodalALEnv(dataset, protocol, **env_kwargs) for _ in range(n_envs)]
+        self.envs = [MultimodalALEnv(dataset, protocol, config) for _ in range(n_envs)]
         self.num_envs = n_envs
         self.metadata = dict(self.metadata)
         self.render_mode = None
@@ -118,11 +122,16 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
         self.last_timings: dict[str, float] = {}
 
     @classmethod
-    def from_env_id(cls, env_id: str, n_envs: int, **kwargs) -> "BatchedMultimodalALVectorEnv":
+    def from_env_id(cls, env_id: str, n_envs: int | None = None, *, num_envs: int | None = None,
+                    **kwargs) -> "BatchedMultimodalALVectorEnv":
         """The registered env ``env_id`` built with ``kwargs`` (once, for its dataset and
-        configuration), as ``n_envs`` batched sub-envs."""
+        configuration), as ``n_envs`` batched sub-envs; each id's ``vector_entry_point``
+        (``num_envs`` is Gymnasium's name for ``n_envs``)."""
+        if (n_envs is None) == (num_envs is None):
+            raise ValueError(f"pass the number of sub-envs once, as n_envs or num_envs (got {n_envs!r}, {num_envs!r})")
         template = gym.make(env_id, **kwargs).unwrapped
-        return cls(template.dataset, template.protocol, n_envs, **env_arguments(template))
+        return cls(template.dataset, template.protocol, n_envs if num_envs is None else num_envs,
+                   config=template.config)
 
     # -- Gymnasium vector API ---------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
@@ -143,12 +152,8 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
                 raise ValueError(f"options['reset_mask'] must be a ({self.num_envs},) bool array with a True, got {mask!r}")
         members = [i for i in range(self.num_envs) if mask[i]]
-        for i in members:
-            env = self.envs[i]
-            gym.Env.reset(env, seed=seeds[i])
-            env._start_episode(options)
-        self._train_and_score(members)
-        results = {i: self.envs[i]._finish_reset() for i in members}
+        requests = {i: self.envs[i].begin_reset(seed=seeds[i], options=options) for i in members}
+        results = self._fit_and_finish(requests)
         self._autoreset[members] = False
         self._started = True
         return self._batch_obs(), self._batch_infos({i: results[i][1] for i in members})
@@ -162,25 +167,22 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        resets, closes, env_infos = [], {}, {}
+        requests, env_infos = {}, {}
         for i, (env, action) in enumerate(zip(self.envs, actions)):
             if self._autoreset[i]:
-                gym.Env.reset(env)
-                env._start_episode(None)
-                resets.append(i)
+                requests[i] = env.begin_reset()
                 continue
-            env._require_running()
-            if not env._record_pick(env._check_action(action)):
-                env_infos[i] = env._get_info(reward_terms={})
+            out = env.begin_step(action)
+            if isinstance(out, FitRequest):
+                requests[i] = out
             else:
-                rows = env._picked_rows()
-                closes[i] = (env._begin_close(rows), rows)
+                env_infos[i] = out[4]
         # one batched fit for every env that closed a round or resets, in env order
-        self._train_and_score(sorted(resets + list(closes)))
-        for i in resets:
-            env_infos[i] = self.envs[i]._finish_reset()[1]
-        for i, (before, rows) in closes.items():
-            _, rewards[i], terminated[i], truncated[i], env_infos[i] = self.envs[i]._finish_close(before, rows)
+        for i, out in self._fit_and_finish(requests).items():
+            if self._autoreset[i]:
+                env_infos[i] = out[1]
+            else:
+                _, rewards[i], terminated[i], truncated[i], env_infos[i] = out
         self._autoreset = terminated | truncated
         return self._batch_obs(), rewards, terminated, truncated, self._batch_infos(env_infos)
 
@@ -210,30 +212,30 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
             env.close()
 
     # -- internals ------------------------------------------------------------------------------
-    def _train_and_score(self, members: list[int]) -> None:
-        """Steps 1-5 for the sub-envs at ``members``: one batched fit, one batched inference,
-        then each env's scoring, drawing each env's seeds in the single env's order."""
-        if not members:
+    def _fit_and_finish(self, requests: dict[int, FitRequest]) -> dict[int, tuple]:
+        """The fits of the sub-envs in ``requests`` as one batched fit and one batched
+        inference, then each env's ``finish`` (scoring draws each env's seeds in the single
+        env's order); returns what each ``finish`` returned."""
+        if not requests:
             self.last_timings = {}
-            return
+            return {}
         t0 = time.perf_counter()
-        envs = [self.envs[i] for i in members]
-        labeled = [env._labeled_rows() for env in envs]
-        seeds = [env._draw_seed() for env in envs]
-        first = envs[0]
-        learners = [env.learner for env in envs]
-        fits = fit_learners(learners, first._features, first._labels, labeled, [env._weights for env in envs], seeds)
-        alphas = predict_learners(learners, first._features)
-        if self.device.type == "cuda" and first.profile:
+        order = sorted(requests)
+        reqs = [requests[i] for i in order]
+        learners = [r.learner for r in reqs]
+        fits = fit_learners(learners, reqs[0].features, reqs[0].labels, [r.rows for r in reqs],
+                            [r.weights for r in reqs], [r.seed for r in reqs])
+        alphas = predict_learners(learners, reqs[0].features)
+        if self.device.type == "cuda" and self.envs[0].profile:
             torch.cuda.synchronize(self.device)
         t1 = time.perf_counter()
-        for j, env in enumerate(envs):
-            env._score(fits[j], alphas=alphas[j])
+        out = {i: self.envs[i].finish(fit, alphas=alphas[j]) for j, (i, fit) in enumerate(zip(order, fits))}
         self.last_timings = {"train_s": t1 - t0, "score_s": time.perf_counter() - t1}
+        return out
 
     def _batch_obs(self) -> dict[str, np.ndarray]:
         out = create_empty_array(self.single_observation_space, n=self.num_envs, fn=np.zeros)
-        return concatenate(self.single_observation_space, [env._get_obs() for env in self.envs], out)
+        return concatenate(self.single_observation_space, [env.observation() for env in self.envs], out)
 
     def _batch_infos(self, env_infos: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """The sub-envs' infos batched as ``VectorEnv._add_info`` does (an array per key and a
@@ -268,22 +270,3 @@ def _batch_dicts(dicts: dict[int, dict[str, Any]], n: int) -> dict[str, Any]:
         mask[list(present)] = True
         out[f"_{key}"] = mask
     return out
-
-
-def env_arguments(env: MultimodalALEnv) -> dict[str, Any]:
-    """The ``MultimodalALEnv`` keyword arguments that rebuild ``env`` on its dataset and protocol."""
-    return {
-        "learner": asdict(env.learner_config),
-        "reward": env.reward_type,
-        "balance_weight": env.balance_weight,
-        "kappa": env.kappa,
-        "beta": env.beta,
-        "tau": env.tau,
-        "epsilon": env.epsilon,
-        "kmeans_iterations": env.kmeans_iterations,
-        "device": env.device,
-        "reference_strategies": env.reference_strategies,
-        "reference_cache": env.reference_cache,
-        "initial": env.initial,
-        "fusion_subset": env.fusion_subset,
-    }

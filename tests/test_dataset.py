@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from rlmba_env.data.cache import load_dataset
+from rlmba_env.data.dataset import load_dataset
 from rlmba_env.data.dataset import DatasetError, MultimodalDataset
 from rlmba_env.data.synthetic import make_synthetic
 

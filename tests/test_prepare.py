@@ -10,9 +10,10 @@ import pytest
 
 import rlmba_env  # noqa: F401
 from raw_fixtures import make_audiovisual, make_food101, truncate
-from rlmba_env.cli import main
+from agents.cli import main
 from rlmba_env.data import prepare as prepare_module
-from rlmba_env.data.cache import is_cache, load_dataset
+from rlmba_env.data.cache import is_cache
+from rlmba_env.data.dataset import load_dataset
 from rlmba_env.data.kinetics_sound import list_kinetics_sound
 from rlmba_env.data.prepare import PrepareConfig, carve_val, prepare, work_dir
 from rlmba_env.data.raw import PrepareError
@@ -234,7 +235,7 @@ def test_val_is_stratified_and_leaves_each_class_in_the_pool():
 
 
 def test_prepare_help_runs_as_a_command():
-    out = subprocess.run([sys.executable, "-m", "rlmba_env.cli", "prepare", "--help"],
+    out = subprocess.run([sys.executable, "-m", "agents.cli", "prepare", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert "--raw DIR" in out.stdout and "kinetics_sound" in out.stdout and "--overwrite" in out.stdout

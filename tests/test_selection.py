@@ -6,7 +6,7 @@ from rlmba_env.data.avdigits import load_avdigits
 from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner
 from rlmba_env.selection.amcb import amcb_weights
-from rlmba_env.selection.candidates import top_candidates
+from rlmba_env.chunked import top_positions
 from rlmba_env.selection.diversity import kmeans, kmeans_plus_plus
 from rlmba_env.selection.efda import fused_uncertainty, minmax, selection_score
 from rlmba_env.selection.metrics import top1
@@ -31,7 +31,7 @@ def test_amcb_rejects_non_positive_temperature():
 
 
 def test_fusion_with_amcb_weights_is_not_worse_than_the_best_modality():
-    """DESIGN.md: with a near-useless image modality (noise 1.0), equal-weight fusion can fall
+    """docs/design.md: with a near-useless image modality (noise 1.0), equal-weight fusion can fall
     below audio alone; the AMCB-weighted fused opinion must not."""
     ds = load_avdigits(image_noise=1.0)
     x = {m: torch.as_tensor(v) for m, v in ds.features.items()}
@@ -75,10 +75,10 @@ def test_kmeans_recovers_separated_blobs():
     assert assign.view(3, 30)[:, 0].unique().numel() == 3
 
 
-def test_top_candidates_are_the_highest_scores_in_order_and_stable_on_ties():
+def test_top_positions_are_the_highest_scores_in_order_and_stable_on_ties():
     q = torch.tensor([0.1, 0.9, 0.5, 0.9, 0.3])
-    assert top_candidates(q, 3).tolist() == [1, 3, 2]
-    assert top_candidates(q, 10).tolist() == [1, 3, 2, 4, 0]
+    assert top_positions(q, 3).tolist() == [1, 3, 2]
+    assert top_positions(q, 10).tolist() == [1, 3, 2, 4, 0]
 
 
 def test_minmax_maps_to_unit_interval_and_constant_to_zero():

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from rlmba_env import chunked
+from rlmba_env.chunked import column_stats
 from rlmba_env.data.synthetic import make_synthetic
 from rlmba_env.env import MultimodalALEnv
 from rlmba_env.learner.trainer import EvidentialLearner, LearnerConfig
@@ -16,7 +18,6 @@ from rlmba_env.selection import diversity
 from rlmba_env.selection.diversity import (
     DiversitySpace,
     assign_to_centroids,
-    column_stats,
     coreset_kmeans,
     lightweight_coreset,
     nearest_centroid,
@@ -43,7 +44,7 @@ def test_small_pools_use_exact_kmeans_and_large_ones_the_scalable_variant(datase
     assert DiversitySpace.is_exact(2820, 10)  # AV-Digits: results unchanged
     assert not DiversitySpace.is_exact(100_000, 1000)
     assert not DiversitySpace.is_exact(10_000, 100)
-    assert not MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)._diversity.scalable
+    assert not MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER).data.diversity.scalable
 
 
 def test_coreset_kmeans_recovers_separated_blobs():
@@ -76,10 +77,20 @@ def test_chunked_assignment_matches_one_block(monkeypatch):
     torch.testing.assert_close(d_fast, d_ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(a_fast, a_ref)
     monkeypatch.setattr(diversity, "ASSIGN_BLOCK_ELEMENTS", 7)
-    monkeypatch.setattr(diversity, "CHUNK_ELEMENTS", 7 * 33)
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 7 * 33)
     assert torch.equal(assign_to_centroids(x, c)[1], a_ref)
     d_chunked, a_chunked = nearest_centroid(x, c)
     assert torch.equal(a_chunked, a_ref) and torch.equal(d_chunked, d_ref)
+
+
+def test_nearest_sq_chunked_over_centres_matches_brute_force():
+    x, c = torch.randn(50, 4), torch.randn(11, 4)
+    brute = torch.cdist(x, c).square()
+    d2, index = chunked.nearest_sq(x, c, chunk_elements=3)  # 3 centres, 1 row per block
+    assert torch.equal(index, brute.argmin(1))
+    torch.testing.assert_close(d2, brute.min(1).values, atol=1e-4, rtol=1e-4)
+    empty_d2, empty_index = chunked.nearest_sq(x, c[:0])
+    assert torch.isinf(empty_d2).all() and (empty_index == -1).all()
 
 
 def test_random_projection_keeps_squared_distances_on_average():
@@ -111,8 +122,8 @@ def test_scalable_path_runs_an_episode(dataset, monkeypatch, one_torch_thread):
     monkeypatch.setattr(diversity, "EXACT_MAX_ROWS", 10)
     monkeypatch.setattr(diversity, "CORESET_MIN_ROWS", 50)
     env = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
-    assert env._diversity.scalable
-    assert next(iter(env._diversity.blocks.values())).shape[1] == diversity.PROJECTION_DIMS
+    assert env.data.diversity.scalable
+    assert next(iter(env.data.diversity.blocks.values())).shape[1] == diversity.PROJECTION_DIMS
     obs, _ = env.reset(seed=0)
     terminated = False
     while not terminated:
@@ -124,14 +135,14 @@ def test_scalable_path_runs_an_episode(dataset, monkeypatch, one_torch_thread):
 def test_envs_on_one_dataset_share_the_device_data(dataset):
     a = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
     b = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
-    assert a._features is b._features and a._diversity is b._diversity
+    assert a.data.features is b.data.features and a.data.diversity is b.data.diversity
 
 
 def test_float16_features_stay_float16_and_score_like_float32(dataset, one_torch_thread):
     half = make_synthetic(n_samples=400, n_classes=4, dims=(8, 6), val_per_class=10, seed=3)
     half.features = {m: x.astype(np.float16) for m, x in half.features.items()}
     env16 = MultimodalALEnv(half, PROTOCOL, learner=LEARNER)
-    assert all(x.dtype == torch.float16 for x in env16._features.values())
+    assert all(x.dtype == torch.float16 for x in env16.data.features.values())
     obs16, info16 = env16.reset(seed=1)
     env32 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
     obs32, info32 = env32.reset(seed=1)
@@ -263,14 +274,14 @@ def test_bfloat16_precision_centres_features_and_runs_like_float32(dataset, monk
     monkeypatch.setattr(diversity, "EXACT_MAX_ROWS", 10)
     monkeypatch.setattr(diversity, "CORESET_MIN_ROWS", 50)
     env16 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER, precision="bfloat16")
-    assert all(x.dtype == torch.bfloat16 for x in env16._features.values())
-    for m, x in env16._features.items():
+    assert all(x.dtype == torch.bfloat16 for x in env16.data.features.values())
+    for m, x in env16.data.features.items():
         raw = torch.as_tensor(dataset.features[m]).float()
         torch.testing.assert_close(x.float(), raw - raw.mean(0), atol=0.02, rtol=0.01)
-    assert env16._diversity.scalable and env16._diversity.gemm_dtype == torch.bfloat16
+    assert env16.data.diversity.scalable and env16.data.diversity.gemm_dtype == torch.bfloat16
     assert env16.describe()["precision"] == "bfloat16"
     env32 = MultimodalALEnv(dataset, PROTOCOL, learner=LEARNER)
-    assert env16._features is not env32._features  # device data is kept per precision
+    assert env16.data.features is not env32.data.features  # device data is kept per precision
     obs16, info16 = env16.reset(seed=1)
     obs32, info32 = env32.reset(seed=1)
     assert env16.observation_space.contains(obs16)
@@ -316,7 +327,7 @@ def test_scalable_fused_features_are_the_weighted_sum_of_the_blocks(dtype, monke
 
 
 def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, tmp_path):
-    from rlmba_env import env as env_module
+    from rlmba_env import device as env_module
 
     no_bf16, bf16 = tmp_path / "old", tmp_path / "new"
     no_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")

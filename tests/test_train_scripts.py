@@ -152,22 +152,26 @@ def test_yaml_hyperparameters_apply_and_command_line_flags_win(tmp_path):
         resolve(Args(env_id="RLMBA-Synthetic-v0"), path, DEFAULTS)
 
 
-def test_packaged_hyperparameter_files_match_the_scripts():
+def test_packaged_hyperparameter_files_hold_only_what_differs_from_the_scripts_defaults():
     from agents import train_pg, train_ppo
-    from agents.hyperparams import hyperparams_file, resolve
+    from agents.hyperparams import hyperparams_file, load_section, resolve
 
+    for agent, defaults in (("maskable_ppo", train_ppo.DEFAULTS), ("ppo", train_ppo.DEFAULTS),
+                            ("reinforce", train_pg.DEFAULTS)):
+        for env_id in ("default", "RLMBA-AVDigits-v0", "RLMBA-Synthetic-v0"):
+            section = load_section(hyperparams_file(agent), env_id)
+            assert all(section[k] != defaults[k] for k in section if k in defaults), (agent, env_id, section)
     for algo in ("maskable_ppo", "ppo"):
         args, origin = resolve(train_ppo.Args(algo=algo), hyperparams_file(algo), train_ppo.DEFAULTS)
-        assert args.total_timesteps == 10_000 and args.policy == "set"
-        assert origin["n_steps"] == "yaml" and args.n_steps == train_ppo.DEFAULTS["n_steps"]
+        assert args.total_timesteps == 10_000 and args.policy == "set" and origin["n_steps"] == "default"
     args, _ = resolve(train_pg.Args(), hyperparams_file("reinforce"), train_pg.DEFAULTS)
     assert args.learning_rate == train_pg.DEFAULTS["learning_rate"]
 
 
 def test_set_policy_transfers_from_synthetic_to_avdigits_and_other_candidate_counts(maskable_run):
-    from agents.transfer import load_agent, transfer
+    from agents.transfer import load_policy, transfer
 
-    agent = load_agent(maskable_run / "model.zip")
+    agent = load_policy(maskable_run / "model.zip")
     avdigits = gym.make("RLMBA-AVDigits-v0", **PROTOCOL)
     (result,) = transfer(agent, avdigits, [10_000])
     assert result.labeled == [10, 12, 14] and 0.0 <= result.final_top1 <= 1.0
@@ -181,13 +185,13 @@ def test_set_policy_transfers_from_synthetic_to_avdigits_and_other_candidate_cou
 
 def test_reinforce_transfers_from_avdigits_to_synthetic(tmp_path):
     from agents.reinforce import ReinforceAgent
-    from agents.transfer import load_agent, transfer
+    from agents.transfer import load_policy, transfer
 
     avdigits = gym.make("RLMBA-AVDigits-v0", **PROTOCOL)
     agent = ReinforceAgent.from_env(avdigits, seed=0)
     agent.run_episode(avdigits, learn=True, seed=0)
     agent.save(tmp_path / "agent.pt")
-    loaded = load_agent(tmp_path / "agent.pt")
+    loaded = load_policy(tmp_path / "agent.pt")
     synthetic = gym.make("RLMBA-Synthetic-v0", **SYNTHETIC)
     frozen = transfer(loaded, synthetic, [10_000, 10_001])
     online = transfer(loaded, synthetic, [10_000])

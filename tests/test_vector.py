@@ -1,3 +1,5 @@
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -167,13 +169,13 @@ def test_from_env_id_builds_the_registered_env(one_torch_thread):
     obs, _ = vec.reset(seed=0)
     assert obs["candidates"].shape[:2] == (2, 5 * PROTOCOL["per_round"])
     assert vec.envs[0].dataset is vec.envs[1].dataset
-    assert vec.envs[0]._features is vec.envs[1]._features  # one copy of the data on the device
+    assert vec.envs[0].data.features is vec.envs[1].data.features  # one copy of the data on the device
 
 
 def test_bfloat16_envs_infer_in_one_batch_like_each_learner(dataset, one_torch_thread):
     vec = make_vector(dataset, precision="bfloat16")
     obs, _ = vec.reset(seed=0)
-    features = vec.envs[0]._features
+    features = vec.envs[0].data.features
     assert all(x.dtype == torch.bfloat16 for x in features.values())
     batched = predict_learners([env.learner for env in vec.envs], features)
     for i, env in enumerate(vec.envs):
@@ -184,3 +186,37 @@ def test_bfloat16_envs_infer_in_one_batch_like_each_learner(dataset, one_torch_t
         obs, _, terminated, _, infos = vec.step(random_actions(rng, vec.action_masks()))
         assert vec.observation_space.contains(obs)
     assert terminated.all()
+
+
+def test_from_env_id_keeps_every_setting_including_precision(one_torch_thread):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # emulated bfloat16 on this CPU
+        vec = BatchedMultimodalALVectorEnv.from_env_id(
+            "RLMBA-Synthetic-v0", 2, dataset={"n_samples": 240, "n_classes": 3, "dims": 4, "val_per_class": 5},
+            learner=LEARNER, precision="bfloat16", kmeans_iterations=2, **PROTOCOL)
+    for env in vec.envs:
+        assert env.config.precision == "bfloat16" and env.config.kmeans_iterations == 2
+        assert all(x.dtype == torch.bfloat16 for x in env.data.features.values())
+
+
+def test_make_vec_with_the_vector_entry_point_steps_as_sub_envs_made_one_by_one(one_torch_thread):
+    kwargs = {"dataset": {"n_samples": 240, "n_classes": 3, "dims": 4, "val_per_class": 5},
+              "learner": LEARNER, **PROTOCOL}
+    vec = gym.make_vec("RLMBA-Synthetic-v0", num_envs=N_ENVS, vectorization_mode="vector_entry_point", **kwargs)
+    assert isinstance(vec, BatchedMultimodalALVectorEnv) and vec.num_envs == N_ENVS
+    singles = [gym.make("RLMBA-Synthetic-v0", **kwargs) for _ in range(N_ENVS)]
+    obs, _ = vec.reset(seed=5)
+    for i, env in enumerate(singles):
+        o, _ = env.reset(seed=5 + i)
+        np.testing.assert_allclose(obs["candidates"][i], o["candidates"], atol=1e-5)
+    rng = np.random.default_rng(2)
+    for _ in range(PROTOCOL["per_round"] * PROTOCOL["rounds"]):
+        actions = random_actions(rng, vec.action_masks())
+        obs, rewards, terminated, _, infos = vec.step(actions)
+        for i, env in enumerate(singles):
+            o, r, term, _, info = env.step(int(actions[i]))
+            np.testing.assert_allclose(obs["state"][i], o["state"], atol=1e-4)
+            assert rewards[i] == pytest.approx(r, abs=1e-6) and terminated[i] == term
+    assert terminated.all()
+    for i, env in enumerate(singles):
+        np.testing.assert_array_equal(vec.envs[i].labeled_rows, env.unwrapped.labeled_rows)

@@ -8,7 +8,7 @@ Layout (format version 1)::
     DIR/targets.npz     "labels" (N,) int64 and the splits "pool", "val", "test"
 
 A cache is written into a temporary sibling directory and renamed into place, so an
-interrupted write never leaves a cache that :func:`load_dataset` would accept, and an
+interrupted write never leaves a cache that :func:`read_cache` would accept, and an
 existing cache is never replaced unless ``overwrite=True`` is asked for.
 """
 
@@ -21,15 +21,23 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlmba_env.data.dataset import SPLITS, DatasetError, MultimodalDataset
+if TYPE_CHECKING:
+    from rlmba_env.data.dataset import MultimodalDataset
 
+SPLITS = ("pool", "val", "test")
+"""the row splits of every dataset: the unlabeled pool, validation (rewards) and test"""
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 FEATURES_FILE = "features.npz"
 TARGETS_FILE = "targets.npz"
+
+
+class DatasetError(ValueError):
+    """A dataset or feature cache is malformed; the message names what and where."""
 
 
 def default_data_root() -> Path:
@@ -98,8 +106,9 @@ def _read_npz(path: Path, directory: Path) -> dict[str, np.ndarray]:
         raise DatasetError(f"{path.name} in cache {directory} is unreadable: {e}") from e
 
 
-def load_dataset(directory) -> MultimodalDataset:
-    """Read a cache written by :func:`save_dataset`, validating every array."""
+def read_cache(directory) -> dict[str, Any]:
+    """The ``MultimodalDataset`` fields of a cache written by :func:`save_dataset`, every file
+    and key checked (``rlmba_env.data.dataset.load_dataset`` builds and validates the dataset)."""
     d = Path(directory).expanduser()
     if not d.is_dir():
         raise FileNotFoundError(f"no feature cache directory at {d}")
@@ -129,7 +138,7 @@ def load_dataset(directory) -> MultimodalDataset:
     for key in ("labels", *SPLITS):
         if key not in targets:
             raise DatasetError(f"{TARGETS_FILE} in cache {d} has no array {key!r}")
-    return MultimodalDataset(
+    return dict(
         features={m: features[m] for m in meta["modalities"]},
         labels=targets["labels"],
         splits={s: targets[s] for s in SPLITS},

@@ -16,12 +16,7 @@ from typing import Any
 
 import numpy as np
 
-SPLITS = ("pool", "val", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset or feature cache is malformed; the message names what and where."""
-
+from rlmba_env.data.cache import SPLITS, DatasetError, read_cache, save_dataset
 
 @dataclass
 class MultimodalDataset:
@@ -91,16 +86,12 @@ class MultimodalDataset:
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory, overwrite: bool = False) -> None:
         """Write the dataset as a feature cache (see :mod:`rlmba_env.data.cache`)."""
-        from rlmba_env.data.cache import save_dataset
-
         save_dataset(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory) -> "MultimodalDataset":
         """Read and validate a feature cache written by :meth:`save` or ``rlmba prepare``."""
-        from rlmba_env.data.cache import load_dataset
-
-        return load_dataset(directory)
+        return cls(**read_cache(directory))
 
     # -- validation -------------------------------------------------------------------------
     def _where(self, key: str) -> str:
@@ -176,3 +167,8 @@ class MultimodalDataset:
                     f"{where(key)} and splits[{SPLITS[seen[row]]!r}] share row {row}; splits must be disjoint"
                 )
             seen[idx] = j
+
+
+def load_dataset(directory) -> MultimodalDataset:
+    """Read and validate the feature cache in ``directory`` (:meth:`MultimodalDataset.load`)."""
+    return MultimodalDataset.load(directory)

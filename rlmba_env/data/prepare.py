@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -274,8 +275,6 @@ def _summarise(problems: list[Problem]) -> dict[str, int]:
 
 def prepare(config: PrepareConfig) -> Path:
     """Build the feature cache of ``config.dataset`` from ``config.raw``; return the cache directory."""
-    import rlmba_env
-
     cfg = config
     t_start = time.perf_counter()
     if cfg.dataset not in LISTERS:
@@ -392,7 +391,7 @@ def prepare(config: PrepareConfig) -> Path:
         "splits": {"test": "official test split", "pool": "official train split minus val",
                    "val": f"stratified from train: {cfg.val_per_class:g} "
                           f"{'per class' if cfg.val_per_class >= 1 else 'of each class'}, seed {cfg.seed}"},
-        "prepare": {"rlmba": rlmba_env.__version__, "torch": torch.__version__,
+        "prepare": {"rlmba": importlib.metadata.version("rlmba"), "torch": torch.__version__,
                     "torchvision": torchvision.__version__, "torchaudio": torchaudio.__version__,
                     "device": device, "batch_size": cfg.batch_size, "dtype": cfg.dtype,
                     "frames": cfg.frames if "frames" in listing.modalities.values() else None,

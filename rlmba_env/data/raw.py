@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 RAW_SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SAMPLE_RATE = 16_000
+"""Hz of every decoded audio track (the readers resample to it, the audio encoder expects it)"""
 
 
 class PrepareError(RuntimeError):

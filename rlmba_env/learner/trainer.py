@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlmba_env.chunked import CHUNK_ROWS, column_stats
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
 from rlmba_env.seeding import forked_torch_rng
@@ -90,6 +91,22 @@ class FitStats:
     """epochs run in this fit"""
     seconds: float = 0.0
     """wall-clock time of the fit"""
+
+
+@dataclass
+class FitRequest:
+    """What a round's fit needs: ``learner.fit(features, labels, rows, weights, seed)``; a batch of them
+    is fitted together by :func:`fit_learners`."""
+
+    learner: EvidentialLearner
+    features: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    rows: torch.Tensor
+    """the labeled dataset rows"""
+    weights: torch.Tensor
+    """the modality weights of the fused loss"""
+    seed: int
+    """the fit's seed, drawn from the episode's generator"""
 
 
 def first_layer(x: Tensor, w1: Tensor, b1: Tensor, centre: Tensor | None) -> Tensor:
@@ -178,7 +195,7 @@ class EvidentialLearner:
         """
         return fit_learners([self], features, labels, [indices], [modality_weights], [seed])[0]
 
-    STATS_CHUNK_ROWS = 65536
+    STATS_CHUNK_ROWS = CHUNK_ROWS
 
     def _set_input_stats(self, features: dict[str, Tensor]) -> None:
         """The network's input standardisation from every row of ``features``, computed once
@@ -193,8 +210,6 @@ class EvidentialLearner:
                 stats = [(getattr(self.net, f"input_mean_{i}").clone(), getattr(self.net, f"input_std_{i}").clone())
                          for i in range(len(tensors))]
             else:
-                from rlmba_env.selection.diversity import column_stats
-
                 stats = []
                 for x in tensors:
                     mean, std = column_stats(x, self.STATS_CHUNK_ROWS)

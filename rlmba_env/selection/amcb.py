@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from rlmba_env.learner.evidential import fuse
+
 
 def amcb_weights(
     unimodal_top1: torch.Tensor, fused_top1: float, tau: float = 0.1, epsilon: float = 0.05
@@ -45,8 +47,6 @@ def fusion_subset(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: t
     is noise). The best modality alone is a candidate, so on ``val`` fusion never trails its
     best modality; ``M`` fusions rather than ``2^M - 1`` subsets keep it cheap for many views.
     """
-    from rlmba_env.learner.evidential import fuse
-
     n_mod = val_alphas.shape[0]
     unimodal = (val_alphas.argmax(-1) == val_labels).to(torch.float64).mean(-1)
     order = torch.argsort(-unimodal, stable=True)

@@ -3,7 +3,8 @@
 The pool's features are fused with the AMCB weights, clustered by k-means (k = b,
 k-means++ seeding, at most a few Lloyd iterations), and d(x) is each row's distance to its
 nearest centroid: rows far from every centroid are unlike the bulk of the pool. All distance
-work is done as matrix products in row chunks of at most :data:`CHUNK_ELEMENTS` distances on
+work is done as matrix products in row chunks of at most
+:data:`~rlmba_env.chunked.CHUNK_ELEMENTS` distances on
 the features' device, so memory stays bounded at any pool size.
 
 Two ways to cluster, chosen once per environment by the pool size (:class:`DiversitySpace`):
@@ -37,10 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CHUNK_ROWS = 65536
-"""rows per chunk when a pass over the features is made (standardising, projecting)"""
-CHUNK_ELEMENTS = 1 << 24
-"""largest (rows x centroids) block of distances held at once (64 MiB of float32)"""
+from rlmba_env.chunked import CHUNK_ROWS, column_stats, nearest_sq
+
 ASSIGN_BLOCK_ELEMENTS = 1 << 22
 """(rows x centroids) block of the scalable variant's assignment: small enough to stay in a
 CPU's cache between the matrix product and the minimum (about 2x faster than 64 MiB blocks)"""
@@ -83,29 +82,6 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     x = x.float()
     std = x.std(dim=0, unbiased=False).clamp_min(1e-6)
     return (x - x.mean(dim=0)) / std / (x.shape[1] ** 0.5)
-
-
-def column_stats(x: torch.Tensor, chunk: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column mean and (biased) std of ``x`` as float32, in row chunks of any input dtype.
-
-    Two passes (mean, then squared deviations); each chunk is summed in float32 and the chunk
-    sums are accumulated in float64, so a million rows lose nothing; never holds more than one
-    float32 chunk of ``x``.
-    """
-    n = x.shape[0]
-    mean32 = column_mean(x, chunk)
-    sq = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    for lo in range(0, n, chunk):
-        sq += (x[lo : lo + chunk].float() - mean32).square_().sum(0)
-    return mean32, (sq / n).sqrt().float()
-
-
-def column_mean(x: torch.Tensor, chunk: int = CHUNK_ROWS) -> torch.Tensor:
-    """Per-column mean of ``x`` as float32: float32 chunk sums accumulated in float64."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    for lo in range(0, x.shape[0], chunk):
-        total += x[lo : lo + chunk].float().sum(0)
-    return (total / x.shape[0]).float()
 
 
 def random_projection(x: torch.Tensor, dims: int, generator: torch.Generator,
@@ -199,25 +175,11 @@ class DiversitySpace:
         return kmeans(x, k, generator, iterations)
 
 
-def _chunk_rows(k: int) -> int:
-    return max(1, min(CHUNK_ROWS * 16, CHUNK_ELEMENTS // max(k, 1)))
-
-
 def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance to and index of the nearest centroid for every row, in chunks."""
-    c_sq = (centroids * centroids).sum(1)
-    # outputs allocated once: appending per-chunk results between the large temporary blocks
-    # fragments the CPU heap (a million rows grew the resident set by gigabytes)
-    dists = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    assign = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    step = _chunk_rows(centroids.shape[0])
-    for start in range(0, x.shape[0], step):
-        chunk = x[start : start + step]
-        # in place, in the order x^2 - 2 x.c + c^2: one (rows, k) block per chunk
-        sq = torch.mm(chunk, centroids.T).mul_(2.0).neg_()
-        sq.add_((chunk * chunk).sum(1, keepdim=True)).add_(c_sq)
-        torch.min(sq.clamp_min_(0), dim=1, out=(dists[start : start + step], assign[start : start + step]))
-    return dists.sqrt_(), assign
+    """Distance (not squared) to and index of the nearest centroid for every row, in chunks
+    (:func:`~rlmba_env.chunked.nearest_sq`)."""
+    d2, index = nearest_sq(x, centroids)
+    return d2.sqrt_(), index
 
 
 def assign_to_centroids(x: torch.Tensor, centroids: torch.Tensor,

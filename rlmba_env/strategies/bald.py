@@ -18,19 +18,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rlmba_env.chunked import CHUNK_ROWS, top_positions
 from rlmba_env.learner.evidential import expected_probs, fuse
+from rlmba_env.seeding import forked_torch_rng
 from rlmba_env.strategies.base import PoolState, Strategy
-from rlmba_env.strategies.common import (
-    CHUNK_ROWS,
-    check_budget,
-    draw_seed,
-    entropy,
-    forked_torch_rng,
-    gather_features,
-    module_mode,
-    to_rows,
-    top_positions,
-)
+from rlmba_env.strategies.common import check_budget, draw_seed, entropy, gather_features, module_mode, to_rows
 
 
 @torch.no_grad()

@@ -15,14 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlmba_env.seeding import forked_torch_rng  # noqa: F401  (re-exported for the strategies)
+from rlmba_env.chunked import CHUNK_ROWS
 from rlmba_env.learner.model import MultimodalEvidentialNet
-from rlmba_env.strategies.base import PoolState
+from rlmba_env.round import PoolState
 
-CHUNK_ROWS = 65536
-"""rows per forward pass when a strategy runs the network over the pool"""
-CHUNK_ELEMENTS = 1 << 24
-"""largest (rows x columns) block of a pairwise matrix held at once (64 MiB of float32)"""
 
 
 def check_budget(state: PoolState, budget: int) -> int:
@@ -41,15 +37,6 @@ def to_rows(state: PoolState, positions: Tensor | np.ndarray) -> np.ndarray:
     """Dataset rows of pool ``positions`` (indices into ``state.unlabeled``), as numpy int64."""
     positions = torch.as_tensor(positions, dtype=torch.long, device=state.unlabeled.device)
     return state.unlabeled[positions].cpu().numpy().astype(np.int64)
-
-
-def top_positions(scores: Tensor, budget: int) -> Tensor:
-    """Pool positions of the ``budget`` highest scores; ties go to the lower position.
-
-    A stable sort (not ``topk``) makes the tie-break the same on every device; NaN ranks last.
-    """
-    scores = torch.nan_to_num(scores.float(), nan=float("-inf"))
-    return torch.sort(scores, descending=True, stable=True).indices[:budget]
 
 
 def draw_seed(rng: np.random.Generator) -> int:
@@ -92,30 +79,6 @@ def embeddings(net: MultimodalEvidentialNet, state: PoolState, rows: Tensor,
         hidden = net.heads[0].in_features
         return [torch.empty(0, hidden, device=rows.device) for _ in net.modalities]
     return [torch.cat(b) for b in blocks]
-
-
-def min_sq_distances(x: Tensor, centres: Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
-    """Squared Euclidean distance of every row of ``x`` to its nearest row of ``centres``, (n,).
-
-    Both sides are chunked so that no block larger than ``chunk_elements`` is ever formed.
-    """
-    n, c = x.shape[0], centres.shape[0]
-    out = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
-    if c == 0 or n == 0:
-        return out
-    c_sq = (centres * centres).sum(1)
-    c_chunk = max(1, min(c, chunk_elements))
-    x_chunk = max(1, chunk_elements // c_chunk)
-    for lo in range(0, n, x_chunk):
-        xb = x[lo : lo + x_chunk]
-        xb_sq = (xb * xb).sum(1, keepdim=True)
-        best = out[lo : lo + x_chunk]
-        for clo in range(0, c, c_chunk):
-            cb = centres[clo : clo + c_chunk]
-            d2 = (xb_sq - 2.0 * xb @ cb.T + c_sq[clo : clo + c_chunk]).clamp_min(0)
-            best = torch.minimum(best, d2.min(1).values)
-        out[lo : lo + x_chunk] = best
-    return out
 
 
 def entropy(p: Tensor) -> Tensor:

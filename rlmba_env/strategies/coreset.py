@@ -11,14 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rlmba_env.chunked import CHUNK_ELEMENTS, nearest_sq
 from rlmba_env.strategies.base import PoolState, Strategy
-from rlmba_env.strategies.common import (
-    CHUNK_ELEMENTS,
-    check_budget,
-    embeddings,
-    min_sq_distances,
-    to_rows,
-)
+from rlmba_env.strategies.common import check_budget, embeddings, to_rows
 
 
 def k_center_greedy(pool: torch.Tensor, labeled: torch.Tensor, budget: int,
@@ -29,12 +24,12 @@ def k_center_greedy(pool: torch.Tensor, labeled: torch.Tensor, budget: int,
     over the pool. With no labeled rows the first centre is drawn uniformly with ``rng``.
     """
     n = pool.shape[0]
-    d2 = min_sq_distances(pool, labeled, chunk_elements)
+    d2 = nearest_sq(pool, labeled, chunk_elements)[0]
     chosen = []
     if labeled.shape[0] == 0:
         first = torch.tensor([int(rng.integers(n))], device=pool.device)
         chosen.append(first)
-        d2 = min_sq_distances(pool, pool[first], chunk_elements)
+        d2 = nearest_sq(pool, pool[first], chunk_elements)[0]
         d2[first] = float("-inf")
     for _ in range(budget - len(chosen)):
         # argmax returns the first maximum, on every device

@@ -33,16 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlmba_env.chunked import CHUNK_ELEMENTS, top_positions
+from rlmba_env.seeding import forked_torch_rng
 from rlmba_env.strategies.base import PoolState, Strategy
-from rlmba_env.strategies.common import (
-    CHUNK_ELEMENTS,
-    check_budget,
-    draw_seed,
-    embeddings,
-    forked_torch_rng,
-    to_rows,
-    top_positions,
-)
+from rlmba_env.strategies.common import check_budget, draw_seed, embeddings, to_rows
 
 
 def knn_graph(x: Tensor, k: int, chunk_elements: int = CHUNK_ELEMENTS) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from rlmba_env.strategies.base import PoolState, Strategy
-from rlmba_env.strategies.common import check_budget, to_rows, top_positions
+from rlmba_env.chunked import top_positions
+from rlmba_env.strategies.common import check_budget, to_rows
 
 
 class RLMBAScoreStrategy(Strategy):

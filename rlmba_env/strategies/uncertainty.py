@@ -14,7 +14,8 @@ import torch
 
 from rlmba_env.learner.evidential import expected_probs
 from rlmba_env.strategies.base import PoolState, Strategy
-from rlmba_env.strategies.common import check_budget, entropy, to_rows, top_positions
+from rlmba_env.chunked import top_positions
+from rlmba_env.strategies.common import check_budget, entropy, to_rows
 
 
 class RandomStrategy(Strategy):
