@@ -15,6 +15,7 @@ import torch
 
 from rlmba_env.checks import check_choice, check_int, check_real, fail
 from rlmba_env.learner.trainer import LearnerConfig
+from rlmba_env.protocols import INITIAL_SETS
 
 REWARDS = ("gain", "relative", "absolute")
 """The reward functions of :class:`~rlmba_env.env.MultimodalALEnv` (see its ``## Rewards``)."""
@@ -87,6 +88,14 @@ class EnvConfig:
     """strategies whose mean validation top-1 curve the ``relative`` reward subtracts"""
     reference_cache: str | None = None
     """folder of cached reference curves (None: ``<data root>/reference``)"""
+    initial: str = "random"
+    """``"random"`` (the paper's protocols): the initial labeled rows drawn uniformly from the
+    pool; ``"stratified"``: one row of each class first (of as many classes as there are
+    initial labels, drawn at random, when there are fewer), then uniformly"""
+    fusion_subset: bool = True
+    """fuse only the best nested subset of modalities on ``val`` (by their own val top-1; ties
+    to the larger subset): a modality that does not help gets weight 0 (AMCB weights inside the
+    subset); False keeps every modality at least at the ``epsilon`` floor, as the paper"""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,6 +119,9 @@ class EnvConfig:
         self.kmeans_iterations = check_int("kmeans_iterations", self.kmeans_iterations, 0)
         self.device = check_device(self.device)
         self.precision = check_choice("precision", self.precision, PRECISIONS)
+        self.initial = check_choice("initial", self.initial, INITIAL_SETS)
+        if not isinstance(self.fusion_subset, bool):
+            fail("fusion_subset", self.fusion_subset, "True or False")
         if self.render_mode is not None:
             check_choice("render_mode", self.render_mode, (None, *RENDER_MODES))
         # the names themselves are checked against the registry by rewards.check_reference_strategies

@@ -30,7 +30,7 @@ from rlmba_env.observation import (
     round_info,
     state_entries,
 )
-from rlmba_env.protocols import Protocol
+from rlmba_env.protocols import Protocol, initial_rows
 from rlmba_env.resume import ResumeMixin, check_rows_labeled, check_splits_labeled
 from rlmba_env.rewards import check_reference_strategies, reference_curve, round_reward
 from rlmba_env.round import PoolState, RoundResult, check_label_rows, evaluate_round
@@ -128,8 +128,10 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
 
     ## Starting State
 
-    ``initial_labels`` rows drawn uniformly from the pool with the env's RNG, a classifier
-    trained on them from a seeded initialisation, equal modality weights before AMCB.
+    ``initial_labels`` rows drawn from the pool with the env's RNG (``initial="random"``:
+    uniformly, as the paper's protocols; ``"stratified"``: one row per class first, then
+    uniformly), a classifier trained on them from a seeded initialisation, equal modality
+    weights before AMCB.
 
     ## Episode End
 
@@ -143,7 +145,8 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
     - ``config``: an :class:`~rlmba_env.config.EnvConfig`; or its fields as keyword arguments
       (``learner``, ``reward``, ``balance_weight``, ``kappa``, ``beta``, ``tau``, ``epsilon``,
       ``kmeans_iterations``, ``device``, ``precision``, ``render_mode``,
-      ``reference_strategies``, ``reference_cache``; each documented there), which override
+      ``reference_strategies``, ``reference_cache``, ``initial``, ``fusion_subset``; each
+      documented there), which override
       ``config``'s. ``env.config`` holds the validated settings.
 
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
@@ -282,7 +285,8 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
         else:
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
-        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
+        initial = initial_rows(self._episode_rng, self._pool, self.dataset.labels[self._pool],
+                               self.protocol.initial_labels, self.config.initial)
         self._labeled, self._held = np.zeros((2, self.dataset.n_samples), dtype=bool)  # held: begin_resume
         self._labeled[initial] = True
         self._n_labeled = int(initial.size)

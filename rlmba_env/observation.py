@@ -238,6 +238,8 @@ def round_info(result, view: CandidateView, round_: int, n_labeled: int, action_
         info[f"contribution_{m}"] = result.contributions[m]
     for m, w in zip(modalities, result.weights_list):
         info[f"weight_{m}"] = w
+        info[f"fused_{m}"] = float(w > 0)
+    info["fusion_subset"] = tuple(m for m, w in zip(modalities, result.weights_list) if w > 0)
     if labeled_rows is not None:
         info["labeled_rows"] = np.array(labeled_rows)
     return info

@@ -67,6 +67,8 @@ def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:
         "episode_seed": int(episode_seed),
         # only when not the default, so that curves cached before the option existed stay valid
         **({"precision": cfg.precision} if cfg.precision != "float32" else {}),
+        "initial": cfg.initial,
+        "fusion_subset": cfg.fusion_subset,
     }
 
 

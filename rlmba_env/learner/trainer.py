@@ -36,8 +36,11 @@ from rlmba_env.seeding import forked_torch_rng
 class LearnerConfig:
     """Hyperparameters of the evidential learner (defaults tuned for 20-120 labels, K = 10)."""
 
-    hidden: int = 64
-    """width of each modality's embedding"""
+    MIN_WIDTH = 64
+    """the embedding width of ``hidden=None`` for up to 32 classes"""
+
+    hidden: int | None = None
+    """width of each modality's embedding; None: ``max(64, 2 * classes)`` (see :meth:`width`)"""
     dropout: float = 0.1
     """dropout after each encoder (training only; MC-dropout strategies reuse it)"""
     epochs: int = 100
@@ -62,7 +65,8 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         """Check every field once; one ValueError names the first bad one."""
         name = "LearnerConfig.{}".format
-        self.hidden = check_int(name("hidden"), self.hidden, 1)
+        if self.hidden is not None:  # None: max(64, 2 * classes), see width()
+            self.hidden = check_int(name("hidden"), self.hidden, 1)
         self.dropout = check_real(name("dropout"), self.dropout, 0.0, 1.0, high_open=True)
         self.epochs = check_int(name("epochs"), self.epochs, 1)
         self.warm_epochs = check_int(name("warm_epochs"), self.warm_epochs, 1)
@@ -75,6 +79,15 @@ class LearnerConfig:
         if not isinstance(self.warm_start, bool):
             fail(name("warm_start"), self.warm_start, "True or False")
         self.fused_loss_weight = check_real(name("fused_loss_weight"), self.fused_loss_weight, low=0.0)
+
+    def width(self, n_classes: int) -> int:
+        """The embedding width for ``n_classes`` classes: ``hidden``, or ``max(64, 2 * n_classes)``.
+
+        A 64-wide embedding is a bottleneck for many classes: on the 100-class leaves data
+        (dev suite, random sampling, 100-500 labels) widening it to 128 / 256 raised fused
+        AULC from .757 to .783 / .795 at one seed.
+        """
+        return self.hidden if self.hidden is not None else max(self.MIN_WIDTH, 2 * int(n_classes))
 
 
 @dataclass
@@ -146,7 +159,7 @@ class EvidentialLearner:
         # the caller's global RNG; fit() and reset() re-initialise from their own seeds anyway
         with self._rng(0):
             self.net = MultimodalEvidentialNet(
-                feature_dims, n_classes, hidden=self.config.hidden, dropout=self.config.dropout
+                feature_dims, n_classes, hidden=self.config.width(n_classes), dropout=self.config.dropout
             ).to(self.device)
         self.modalities = self.net.modalities
         self._fitted = False
