@@ -213,6 +213,8 @@ def log_tensorboard(tb_dir: Path, rows: list[dict[str, Any]], modalities: tuple[
             for m in modalities:
                 writer.add_scalar(f"test/top1_{m}", row[f"test_top1_{m}"], step)
                 writer.add_scalar(f"contribution/{m}", row[f"contribution_{m}"], step)
+                if f"fused_{m}" in row:  # 1 while m is in the fused opinion's subset
+                    writer.add_scalar(f"fusion/{m}", row[f"fused_{m}"], step)
 
 
 # -- main -------------------------------------------------------------------------------------

@@ -38,13 +38,21 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.envs import make_env, parse_env_kwargs, resolve_device
-from agents.hyperparams import hyperparams_file, resolve
+from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN,
+                                YamlFile, check_args, from_yaml, hyperparams_file, optional_path, resolve)
 from agents.reinforce import ReinforceAgent, ReinforceConfig
 from agents.rollout import EVAL_SEED, summarize
 from agents.tracking import hyperparameter_table, run_name
 
 AGENT = "reinforce"
 DEFAULTS = {"total_timesteps": 2000, **{f.name: f.default for f in fields(ReinforceConfig)}}
+RULES = {
+    "total_timesteps": NON_NEGATIVE_INT, "learning_rate": POSITIVE, "baseline_decay": UNIT_OPEN,
+    "reward_smoothing": UNIT_OPEN, "advantage_clip": NON_NEGATIVE, "entropy_coef": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE, "temperature": POSITIVE, "hidden": POSITIVE_INT, "state_hidden": POSITIVE_INT,
+    "heads": POSITIVE_INT, "torch_threads": NON_NEGATIVE_INT, "eval_freq": NON_NEGATIVE_INT,
+    "eval_episodes": NON_NEGATIVE_INT, "checkpoint_freq": NON_NEGATIVE_INT,
+}
 
 
 @dataclass
@@ -56,37 +64,37 @@ class Args:
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"rounds": 5}')"""
-    hyperparams: str | None = None
+    hyperparams: YamlFile = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/reinforce.yml)"""
-    total_timesteps: int | None = None
+    total_timesteps: from_yaml(int, DEFAULTS["total_timesteps"]) = None
     """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent"""
     seed: int = 1
     """seed of the agent's weights and sampler and of the training episodes"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    learning_rate: float | None = None
+    learning_rate: from_yaml(float, DEFAULTS["learning_rate"]) = None
     """Adam learning rate"""
-    baseline_decay: float | None = None
+    baseline_decay: from_yaml(float, DEFAULTS["baseline_decay"]) = None
     """moving-average baseline b <- d b + (1 - d) r~"""
-    reward_smoothing: float | None = None
+    reward_smoothing: from_yaml(float, DEFAULTS["reward_smoothing"]) = None
     """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw"""
-    normalize_advantage: bool | None = None
+    normalize_advantage: from_yaml(bool, DEFAULTS["normalize_advantage"]) = None
     """divide the advantage by its running RMS"""
-    advantage_clip: float | None = None
+    advantage_clip: from_yaml(float, DEFAULTS["advantage_clip"]) = None
     """clip the advantage to [-c, c]; 0 disables"""
-    entropy_coef: float | None = None
+    entropy_coef: from_yaml(float, DEFAULTS["entropy_coef"]) = None
     """entropy bonus per pick"""
-    max_grad_norm: float | None = None
+    max_grad_norm: from_yaml(float, DEFAULTS["max_grad_norm"]) = None
     """gradient clipping norm"""
-    temperature: float | None = None
+    temperature: from_yaml(float, DEFAULTS["temperature"]) = None
     """softmax temperature of the picks"""
-    hidden: int | None = None
+    hidden: from_yaml(int, DEFAULTS["hidden"]) = None
     """width of the per-candidate MLP"""
-    state_hidden: int | None = None
+    state_hidden: from_yaml(int, DEFAULTS["state_hidden"]) = None
     """width of the round-state embedding"""
-    attention: bool | None = None
+    attention: from_yaml(bool, DEFAULTS["attention"]) = None
     """one self-attention layer across candidates"""
-    heads: int | None = None
+    heads: from_yaml(int, DEFAULTS["heads"]) = None
     """attention heads"""
     torch_threads: int = 1
     """torch threads of this process (0: torch's default); the classifier fits are small, so one
@@ -101,7 +109,7 @@ class Args:
     """evaluation copies keep learning during their campaign (the paper's online agent)"""
     checkpoint_freq: int = 1000
     """save checkpoints/agent_<steps>_steps.pt every this many picks; 0 disables"""
-    resume: str | None = None
+    resume: optional_path("CHECKPOINT.pt", "(default: a fresh run)") = None
     """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
@@ -109,6 +117,10 @@ class Args:
 
 def main(args: Args) -> Path:
     args, _ = resolve(args, args.hyperparams or hyperparams_file(AGENT), DEFAULTS)
+    check_args(args, {k: rule for k, rule in RULES.items() if not (k == "advantage_clip" and args.advantage_clip is None)})
+    if args.resume and not Path(args.resume).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file (an agent_<steps>_steps.pt "
+                                f"under a run's checkpoints/, or its agent.pt)")
     device = resolve_device(args.device)
     env_kwargs = parse_env_kwargs(args.env_kwargs, device)
     env = make_env(args.env_id, torch_threads=args.torch_threads, **env_kwargs)

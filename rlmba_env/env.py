@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlmba_env.checks import check_seed, fail
 from rlmba_env.config import RENDER_MODES, EnvConfig
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.device import device_data
@@ -29,10 +30,28 @@ from rlmba_env.observation import (
     round_info,
     state_entries,
 )
-from rlmba_env.protocols import Protocol
+from rlmba_env.protocols import Protocol, initial_rows
 from rlmba_env.resume import ResumeMixin, check_rows_labeled, check_splits_labeled
-from rlmba_env.rewards import reference_curve, round_reward
+from rlmba_env.rewards import check_reference_strategies, reference_curve, round_reward
 from rlmba_env.round import PoolState, RoundResult, check_label_rows, evaluate_round
+
+
+RESET_OPTIONS = ("episode_seed",)
+
+
+def check_options(options) -> dict:
+    """``reset``'s ``options``: None or a dict of known keys (a typo is not silently ignored),
+    ``episode_seed`` a seed."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)}")
+    unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
+    if unknown:
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)} (unknown: {unknown})")
+    if "episode_seed" in options:
+        options = {**options, "episode_seed": check_seed("episode_seed", options["episode_seed"])}
+    return options
 
 
 class MultimodalALEnv(ResumeMixin, gym.Env):
@@ -109,8 +128,10 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
 
     ## Starting State
 
-    ``initial_labels`` rows drawn uniformly from the pool with the env's RNG, a classifier
-    trained on them from a seeded initialisation, equal modality weights before AMCB.
+    ``initial_labels`` rows drawn from the pool with the env's RNG (``initial="random"``:
+    uniformly, as the paper's protocols; ``"stratified"``: one row per class first, then
+    uniformly), a classifier trained on them from a seeded initialisation, equal modality
+    weights before AMCB.
 
     ## Episode End
 
@@ -124,7 +145,8 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
     - ``config``: an :class:`~rlmba_env.config.EnvConfig`; or its fields as keyword arguments
       (``learner``, ``reward``, ``balance_weight``, ``kappa``, ``beta``, ``tau``, ``epsilon``,
       ``kmeans_iterations``, ``device``, ``precision``, ``render_mode``,
-      ``reference_strategies``, ``reference_cache``; each documented there), which override
+      ``reference_strategies``, ``reference_cache``, ``initial``, ``fusion_subset``; each
+      documented there), which override
       ``config``'s. ``env.config`` holds the validated settings.
 
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
@@ -165,6 +187,7 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
             raise TypeError(f"config must be an EnvConfig (or pass settings as keywords, e.g. learner=...), "
                             f"got {type(config).__name__}")
         self.config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        check_reference_strategies(self.config.reference_strategies)
         self.dataset = dataset
         self.device = torch.device(self.config.device)
         self.render_mode = self.config.render_mode
@@ -225,6 +248,8 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask of allowed picks, as sb3-contrib's ``MaskablePPO`` expects."""
+        if self._result is None:
+            raise RuntimeError("call reset() before action_masks(): there are no candidates yet")
         return self._action_mask().astype(bool)
 
     def render(self):
@@ -248,18 +273,20 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
     # -- the same calls in two phases, around the round's fit -----------------------------------
     def begin_reset(self, *, seed: int | None = None, options: dict | None = None) -> FitRequest:
         """:meth:`reset` up to the first fit (seeds ``np_random``, draws the initial labels)."""
+        options = check_options(options)
         super().reset(seed=seed)
         self._start_episode(options)
         return self._fit_request()
 
     def _start_episode(self, options: dict | None) -> None:
-        options = options or {}
+        options = check_options(options)  # also on begin_resume's path
         if "episode_seed" in options:
-            self.episode_seed = int(options["episode_seed"])
+            self.episode_seed = options["episode_seed"]
         else:
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
-        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
+        initial = initial_rows(self._episode_rng, self._pool, self.dataset.labels[self._pool],
+                               self.protocol.initial_labels, self.config.initial)
         self._labeled, self._held = np.zeros((2, self.dataset.n_samples), dtype=bool)  # held: begin_resume
         self._labeled[initial] = True
         self._n_labeled = int(initial.size)

@@ -10,6 +10,7 @@ copy that picks update in place (:class:`CandidateView`): within a round only th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,9 @@ def candidate_features(pool_alphas: torch.Tensor, top: torch.Tensor, uncertainty
             pairs += 1
     conflict /= pairs
     disagreement /= pairs
-    d_max = distance.max().clamp_min(1e-12)
+    # an empty pool (a protocol that labeled all of it) has no maximum: nothing is divided by it
+    d_max = distance.max().clamp_min(1e-12) if distance.numel() else distance.new_ones(())
+    q_max = score.max().clamp_min(1e-12) if score.numel() else score.new_ones(())
     columns = []
     for m in range(m_count):
         columns += [uncertainty[m, top], beliefs[m].max(-1).values]
@@ -109,7 +112,7 @@ def candidate_features(pool_alphas: torch.Tensor, top: torch.Tensor, uncertainty
         disagreement,
         distance[top] / d_max,
         torch.zeros_like(conflict),  # coverage, filled in by the env as picks are made
-        score[top] / score.max().clamp_min(1e-12),
+        score[top] / q_max,
         torch.zeros_like(conflict),  # picked flag
     ]
     return torch.stack(columns, dim=1).clamp(0.0, 1.0)
@@ -164,8 +167,9 @@ class CandidateView:
     def check_pick(self, action, picked: np.ndarray) -> int:
         """``action`` as a candidate position, or one ValueError saying why it cannot be picked."""
         a = np.asarray(action)
-        if a.size != 1 or not (np.issubdtype(a.dtype, np.integer) or
-                               (np.issubdtype(a.dtype, np.floating) and float(a) == int(a))):
+        whole = a.size == 1 and (np.issubdtype(a.dtype, np.integer) or (
+            np.issubdtype(a.dtype, np.floating) and math.isfinite(float(a)) and float(a).is_integer()))
+        if not whole:  # NaN, inf, 1.5, strings, None, several values
             raise ValueError(f"action must be one integer candidate position, got {action!r}")
         pos = int(a.reshape(()))
         if not 0 <= pos < picked.shape[0]:
@@ -234,6 +238,8 @@ def round_info(result, view: CandidateView, round_: int, n_labeled: int, action_
         info[f"contribution_{m}"] = result.contributions[m]
     for m, w in zip(modalities, result.weights_list):
         info[f"weight_{m}"] = w
+        info[f"fused_{m}"] = float(w > 0)
+    info["fusion_subset"] = tuple(m for m, w in zip(modalities, result.weights_list) if w > 0)
     if labeled_rows is not None:
         info["labeled_rows"] = np.array(labeled_rows)
     return info

@@ -23,7 +23,7 @@ from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.observation import candidate_features, round_state
 from rlmba_env.resume import check_rows_labeled
-from rlmba_env.selection.amcb import amcb_weights
+from rlmba_env.selection.amcb import amcb_weights, fusion_subset
 from rlmba_env.selection.efda import fused_uncertainty, selection_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
 
@@ -168,6 +168,19 @@ def loss_slope(losses: list[float], window: int = 10) -> float:
     return (after - before) / max(abs(before), 1e-8)
 
 
+def fusion_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor, fusion: str,
+                   tau: float, epsilon: float, select: bool = True, tolerance: float = 0.0) -> torch.Tensor:
+    """Step 2, AMCB: modality weights ``(M,)`` from the gap between each modality alone and the
+    fused model (under the previous ``weights``) on ``val``; with ``select``, zero outside the
+    best nested subset of modalities on ``val`` (:func:`fusion_subset`) and renormalised."""
+    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
+    w = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels), tau=tau, epsilon=epsilon)
+    if not select:
+        return w
+    w = w * fusion_subset(val_alphas, val_labels, w, fusion, tolerance)
+    return w / w.sum()
+
+
 class _Clock:
     """Wall time of the phases of a round into ``timings`` (when given), synchronising the
     device at each mark so that queued GPU work is charged to the phase that queued it. With
@@ -240,11 +253,9 @@ def evaluate_round(
         val_alphas, test_alphas, pool_alphas = alphas[:, val_rows], alphas[:, test_rows], alphas[:, unlabeled_rows]
     clock("infer_s")
 
-    # Step 2, AMCB: weights from the gap between each modality alone and the fused model.
     val_labels = labels[val_rows]
-    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
-    weights = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels),
-                           tau=config.tau, epsilon=config.epsilon).to(labels.device)
+    weights = fusion_weights(val_alphas, val_labels, weights, fusion, config.tau, config.epsilon,
+                             select=config.fusion_subset).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)
@@ -254,24 +265,32 @@ def evaluate_round(
     uncertainty = pool_alphas.shape[-1] / pool_alphas.sum(-1)  # u_m = K / S_m, (M, n)
     U = fused_uncertainty(fused_alpha)
 
-    x_pool = diversity.fused(weights, unlabeled_rows)
-    k = min(budget, x_pool.shape[0])
-    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
-    del x_pool
-    _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
-    cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
-    cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+    n_pool = unlabeled_rows.shape[0]
+    if n_pool:
+        x_pool = diversity.fused(weights, unlabeled_rows)
+        k = min(budget, n_pool)
+        centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
+        del x_pool
+        _, labeled_assign = diversity.nearest(diversity.fused(weights, labeled_rows), centroids)
+        cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
+        cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+    else:
+        # A protocol may label the whole pool: after its last round nothing is left to score,
+        # and the round still reports its metrics and an empty candidate set.
+        distance = torch.zeros(0, device=labels.device)
+        assign = torch.zeros(0, dtype=torch.long, device=labels.device)
+        cluster_labeled = cluster_size = torch.zeros(0, device=labels.device)
     clock("cluster_s")
 
-    q = selection_score(uncertainty, weights, distance, config.beta)
+    q = selection_score(uncertainty, weights, distance, config.beta) if n_pool else distance
     top = top_positions(q, n_candidates)  # the candidate set, best first (step 5)
 
     cand_features = candidate_features(pool_alphas, top, uncertainty, U, distance, q)
 
     # One transfer of everything the state needs from the device.
-    d_max = distance.max().clamp_min(1e-12)
-    host = torch.cat([weights.float(), contrib.float(), U.mean().view(1),
-                      (distance / d_max).mean().view(1)]).cpu()
+    pool_means = ([U.mean().view(1), (distance / distance.max().clamp_min(1e-12)).mean().view(1)]
+                  if n_pool else [U.new_zeros(2)])
+    host = torch.cat([weights.float(), contrib.float(), *pool_means]).cpu()
     m_count = len(modalities)
     weights_h = host[:m_count].tolist()
     contrib_h = host[m_count : 2 * m_count].tolist()

@@ -19,6 +19,12 @@ import numpy as np
 
 from rlmba_env.data.cache import SPLITS, UNLABELED, DatasetError, read_cache, save_dataset
 
+FEATURE_MAX_ABS = 1e15
+"""largest feature magnitude accepted: the env's per-column statistics and distances run in
+float32 over chunks of 65,536 rows, whose sums of squared deviations overflow (to inf, then
+NaN probabilities in k-means++) beyond about 3e16; no encoder output comes near this, so a
+larger value means a broken array (wrong dtype, uninitialised memory), not a feature"""
+
 
 @dataclass
 class MultimodalDataset:
@@ -129,6 +135,12 @@ class MultimodalDataset:
         where = self._where
         for m, x in self.features.items():
             key = f"features[{m!r}]"
+            # the name is a file name inside features.npz
+            if not isinstance(m, str) or not m or any(c in m for c in "/\\\0"):
+                raise DatasetError(
+                    f"{where('features')}: modality name {m!r} must be a non-empty string without "
+                    f"'/', '\\' or NUL (it names the modality's array in features.npz)"
+                )
             if not isinstance(x, np.ndarray):
                 raise DatasetError(f"{where(key)} must be a numpy array, got {type(x).__name__}")
             if x.ndim != 2:
@@ -147,6 +159,14 @@ class MultimodalDataset:
                 raise DatasetError(
                     f"{where(key)} row {i} has a non-finite value (NaN or inf); "
                     f"{int((~finite).sum())} such rows in all"
+                )
+            if x.size and max(float(x.max()), -float(x.min())) > FEATURE_MAX_ABS:
+                big = np.abs(x).max(axis=1) > FEATURE_MAX_ABS
+                i = int(np.flatnonzero(big)[0])
+                raise DatasetError(
+                    f"{where(key)} row {i} holds {float(np.abs(x[i]).max()):.3g}; feature values "
+                    f"must lie within +-{FEATURE_MAX_ABS:g} ({int(big.sum())} rows beyond): rescale "
+                    f"or standardise the features"
                 )
 
     def _validate(self, features: bool = True) -> None:

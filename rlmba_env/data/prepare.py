@@ -201,21 +201,36 @@ def _read_split(work: Path, split: str, modality: str, n: int, batch_size: int):
     """(features of the ok samples, ok mask, errors, notes) of one (split, modality)."""
     feats, errors, notes = [], [], []
     for j in range(math.ceil(n / batch_size)):
-        with np.load(_shard_path(work / split / modality, j), allow_pickle=False) as z:
-            feats.append(z["features"])
-            errors.extend(z["error"].tolist())
-            notes.extend(z["note"].tolist())
+        path = _shard_path(work / split / modality, j)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                feats.append(z["features"])
+                errors.extend(z["error"].tolist())
+                notes.extend(z["note"].tolist())
+        except Exception as e:  # a damaged zip or .npy header surfaces as any of a dozen types
+            raise _damaged(path, e) from e
     ok = np.array([e == "" for e in errors], dtype=bool)
     return np.concatenate(feats), ok, errors, notes
 
 
 # -- the work directory ----------------------------------------------------------------------
+def _damaged(path: Path, error: Exception) -> PrepareError:
+    """The error for a damaged file of the work directory: what, and the two ways out."""
+    return PrepareError(
+        f"{path} in prepare's work directory is damaged ({type(error).__name__}: {error}); delete "
+        f"that file and rerun the same command to redo only its part, or rerun with --fresh to start over"
+    )
+
+
 def _open_work(work: Path, plan: dict, fresh: bool) -> None:
     plan_file = work / "plan.json"
     if work.exists() and fresh:
         shutil.rmtree(work)
     if plan_file.is_file():
-        old = json.loads(plan_file.read_text())
+        try:
+            old = json.loads(plan_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _damaged(plan_file, e) from e
         if old != plan:
             diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
             raise PrepareError(
@@ -235,8 +250,11 @@ def _fit_encoder(cfg: PrepareConfig, work: Path, modality: str, encoder, inputs:
     """Fit (or reload the fit of) an encoder that learns from the train split, e.g. TF-IDF."""
     path = work / f"{modality}.encoder.pkl"
     if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f)  # written by this function in an earlier, interrupted run
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f)  # written by this function in an earlier, interrupted run
+        except Exception as e:  # a truncated pickle raises EOFError, UnpicklingError, ...
+            raise _damaged(path, e) from e
     stream = _Stream(inputs, decoder, encoder.preprocessor)
     texts = [x for x, err, _ in (stream[i] for i in range(len(stream))) if not err]
     if not texts:
@@ -384,6 +402,19 @@ def prepare(config: PrepareConfig) -> Path:
                    if name == "val" and n_train else "none of the listed samples could be encoded")
             _fail_empty(work, report, f"{cfg.dataset}: the {name} split would be empty ({why}; "
                                       f"{len(problems)} samples skipped: {_summarise(problems)})")
+    if len(pool) < len(val):
+        counts = np.bincount(labels["train"], minlength=len(listing.classes))
+        raise PrepareError(
+            f"{cfg.dataset}: --val-per-class {cfg.val_per_class:g} would leave {len(pool)} pool rows "
+            f"against {len(val)} val rows (train classes hold {int(counts.min())} to {int(counts.max())} "
+            f"samples, and val leaves one of each class in the pool); lower --val-per-class or give a "
+            f"fraction such as 0.1 (the encoded shards in {work} are reused)"
+        )
+    short = [c for i, c in enumerate(listing.classes)
+             if cfg.val_per_class >= 1 and 0 < (labels["train"] == i).sum() <= cfg.val_per_class]
+    if short:
+        report["warnings"].append(f"{len(short)} classes have at most --val-per-class train samples and kept "
+                                  f"only one in the pool: {short[:10]}")
     missing_classes = [c for i, c in enumerate(listing.classes) if not (labels["train"][pool] == i).any()]
     if missing_classes and not listing.unlabeled:
         report["warnings"].append(f"{len(missing_classes)} classes have no pool sample: {missing_classes[:10]}")
