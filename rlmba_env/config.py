@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rlmba_env.checks import check_choice, check_int, check_real, fail
+from rlmba_env.checks import check_choice, check_int, check_real, check_seed, fail
 from rlmba_env.learner.trainer import LearnerConfig
 from rlmba_env.protocols import INITIAL_SETS
 
@@ -150,3 +150,21 @@ class EnvConfig:
         settings (``dataset``, ``protocol``)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+RESET_OPTIONS = ("episode_seed",)
+
+
+def check_reset_options(options) -> dict:
+    """``reset``'s ``options``: None or a dict of known keys (a typo is not silently ignored),
+    ``episode_seed`` a seed."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)}")
+    unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
+    if unknown:
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)} (unknown: {unknown})")
+    if "episode_seed" in options:
+        options = {**options, "episode_seed": check_seed("episode_seed", options["episode_seed"])}
+    return options

@@ -17,12 +17,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlmba_env.checks import check_seed, fail
-from rlmba_env.config import RENDER_MODES, EnvConfig
+from rlmba_env.config import RENDER_MODES, EnvConfig, check_reset_options
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.device import device_data
 from rlmba_env.learner.trainer import EvidentialLearner, FitRequest, FitStats
 from rlmba_env.observation import (
+    render_ansi,
     CandidateSpace,
     CandidateView,
     candidate_columns,
@@ -34,24 +34,6 @@ from rlmba_env.protocols import Protocol, initial_rows
 from rlmba_env.resume import ResumeMixin, check_rows_labeled, check_splits_labeled
 from rlmba_env.rewards import check_reference_strategies, reference_curve, round_reward
 from rlmba_env.round import PoolState, RoundResult, check_label_rows, evaluate_round
-
-
-RESET_OPTIONS = ("episode_seed",)
-
-
-def check_options(options) -> dict:
-    """``reset``'s ``options``: None or a dict of known keys (a typo is not silently ignored),
-    ``episode_seed`` a seed."""
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)}")
-    unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
-    if unknown:
-        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)} (unknown: {unknown})")
-    if "episode_seed" in options:
-        options = {**options, "episode_seed": check_seed("episode_seed", options["episode_seed"])}
-    return options
 
 
 class MultimodalALEnv(ResumeMixin, gym.Env):
@@ -255,31 +237,19 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
     def render(self):
         if self.render_mode != "ansi":
             return None
-        r = self._result
-        lines = [
-            f"{self.dataset.name}: round {self._round}/{self.protocol.rounds}, "
-            f"{int(self._labeled.sum())} labeled, picks {len(self._picks)}/{self.budget}",
-            f"  val top-1 {r.val.top1:.3f} (" + ", ".join(f"{m} {v:.3f}" for m, v in r.val.top1_modality.items())
-            + f"), test top-1 {r.test.top1:.3f}",
-            "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(self.modalities, r.weights_list))
-            + "; contributions " + ", ".join(f"{m} {c:+.3f}" for m, c in r.contributions.items())
-            + f"; balance {r.balance:.2f}",
-        ]
-        encoders = self.dataset.meta.get("encoders")
-        if encoders:
-            lines.append("  encoders " + ", ".join(f"{m}: {e}" for m, e in encoders.items()))
-        return "\n".join(lines)
+        return render_ansi(self.dataset, self.protocol, self._round, int(self._labeled.sum()), len(self._picks),
+                           self._result)
 
     # -- the same calls in two phases, around the round's fit -----------------------------------
     def begin_reset(self, *, seed: int | None = None, options: dict | None = None) -> FitRequest:
         """:meth:`reset` up to the first fit (seeds ``np_random``, draws the initial labels)."""
-        options = check_options(options)
+        options = check_reset_options(options)
         super().reset(seed=seed)
         self._start_episode(options)
         return self._fit_request()
 
     def _start_episode(self, options: dict | None) -> None:
-        options = check_options(options)  # also on begin_resume's path
+        options = check_reset_options(options)  # also on begin_resume's path
         if "episode_seed" in options:
             self.episode_seed = options["episode_seed"]
         else:

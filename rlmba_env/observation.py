@@ -243,3 +243,21 @@ def round_info(result, view: CandidateView, round_: int, n_labeled: int, action_
     if labeled_rows is not None:
         info["labeled_rows"] = np.array(labeled_rows)
     return info
+
+
+def render_ansi(dataset, protocol, round_: int, n_labeled: int, n_picks: int, result) -> str:
+    """The ``render_mode="ansi"`` text of a round: labels, val/test top-1, weights, contributions."""
+    r = result
+    lines = [
+        f"{dataset.name}: round {round_}/{protocol.rounds}, "
+        f"{n_labeled} labeled, picks {n_picks}/{protocol.per_round}",
+        f"  val top-1 {r.val.top1:.3f} (" + ", ".join(f"{m} {v:.3f}" for m, v in r.val.top1_modality.items())
+        + f"), test top-1 {r.test.top1:.3f}",
+        "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(dataset.modalities, r.weights_list))
+        + "; contributions " + ", ".join(f"{m} {c:+.3f}" for m, c in r.contributions.items())
+        + f"; balance {r.balance:.2f}",
+    ]
+    encoders = dataset.meta.get("encoders")
+    if encoders:
+        lines.append("  encoders " + ", ".join(f"{m}: {e}" for m, e in encoders.items()))
+    return "\n".join(lines)
