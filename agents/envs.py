@@ -2,10 +2,14 @@
 
 - :func:`make_env`: ``gym.make`` for an rlmba id, importable at module level so that
   ``SubprocVecEnv`` workers started with ``spawn`` can unpickle it, and optionally limiting the
-  worker's torch to ``torch_threads`` threads. With two or more envs on a small machine, each
-  worker's default torch thread pool competes with the others for the same cores and a small
-  classifier fit slows down 10-50x; ``train_ppo.py --n-envs N`` therefore passes
-  ``torch_threads=1`` (``--torch-threads`` changes it).
+  worker's torch to ``torch_threads`` threads (:func:`set_torch_threads`).
+- :func:`set_torch_threads`: every script's ``--torch-threads``, 1 by default. The classifier
+  fits are small: an AV-Digits episode took 2.6-5.9x longer with 2 threads than with 1 on two
+  busy cores, and with several envs or workers each default thread pool competes with the
+  others for the same cores (10-50x slower fits).
+- :class:`ResumableEpisodes`: remembers where an env's sequence of episodes stands, so that a
+  resumed training run (``train_ppo.py --resume``) continues the sequence instead of replaying
+  it from its first episode.
 - :class:`TopBPickWrapper`: lets algorithms without action masking (plain SB3 ``PPO``, SAC, ...)
   play the env. The action becomes ``Box(-1e6, 1e6, (K,))``, one score per candidate; the
   wrapper picks the highest-scoring *allowed* candidate (or the ``picks_per_step`` best ones,
@@ -22,8 +26,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.utils import seeding
 
 import rlmba_env  # noqa: F401  (registers the env ids)
+from rlmba_env.checks import check_int
 
 SCORE_BOUND = 1e6
 
@@ -46,11 +52,50 @@ def parse_env_kwargs(text: str | dict, device: str | None = None) -> dict[str, A
     return kwargs
 
 
-def make_env(env_id: str, torch_threads: int | None = None, **env_kwargs) -> gym.Env:
-    """``gym.make(env_id, **env_kwargs)``; first sets this process's torch threads if given."""
+def set_torch_threads(threads: int) -> None:
+    """This process's torch threads: ``threads`` if positive, torch's default if 0."""
+    if check_int("--torch-threads", threads, 0) > 0:
+        torch.set_num_threads(threads)
+
+
+def make_env(env_id: str, torch_threads: int | None = None, resumable: bool = False, **env_kwargs) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)``; first sets this process's torch threads if given;
+    wrapped in :class:`ResumableEpisodes` if ``resumable``."""
     if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
-    return gym.make(env_id, **env_kwargs)
+        set_torch_threads(torch_threads)
+    env = gym.make(env_id, **env_kwargs)
+    return ResumableEpisodes(env) if resumable else env
+
+
+class ResumableEpisodes(gym.Wrapper):
+    """Keeps where the env's sequence of episodes stands, so that training can resume it.
+
+    The env draws each episode's seed from its ``np_random`` at ``reset``.
+    ``episode_position`` is that generator's state just before the current episode's draw (a
+    JSON-able dict); :meth:`resume_at` makes the next ``reset``, whatever seed it is given,
+    draw from such a position: the episode in progress when a checkpoint was written starts
+    again and the sequence goes on exactly as in the uninterrupted run. A seeded ``reset``
+    seeds ``np_random`` as ``gym.Env.reset`` does.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.episode_position: dict | None = None
+        self._resume: dict | None = None
+
+    def resume_at(self, position: dict) -> None:
+        self._resume = position
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        base = self.env.unwrapped
+        if self._resume is not None:
+            generator = np.random.Generator(getattr(np.random, self._resume["bit_generator"])())
+            generator.bit_generator.state = self._resume
+            base.np_random, self._resume = generator, None
+        elif seed is not None:
+            base.np_random, _ = seeding.np_random(seed)
+        self.episode_position = base.np_random.bit_generator.state
+        return self.env.reset(options=options)
 
 
 class TopBPickWrapper(gym.Wrapper):

@@ -20,7 +20,6 @@ from its own generators, never from torch's global RNG.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.policies import MASKED_LOGIT, SetScorer, set_dims
-from agents.rollout import EpisodeRecorder, EpisodeResult
+from agents.networks import MASKED_LOGIT, SCORER_DEFAULTS, SetScorer, set_dims
+from agents.rollout import EpisodeResult, play_episode
 
 CHECKPOINT_FORMAT = 1
 
@@ -55,13 +54,13 @@ class ReinforceConfig:
     """gradient clipping norm"""
     temperature: float = 1.0
     """softmax temperature of the pick distribution"""
-    hidden: int = 64
+    hidden: int = SCORER_DEFAULTS["hidden"]
     """width of the per-candidate MLP"""
-    state_hidden: int = 32
+    state_hidden: int = SCORER_DEFAULTS["state_hidden"]
     """width of the round-state embedding"""
-    attention: bool = False
+    attention: bool = SCORER_DEFAULTS["attention"]
     """one self-attention layer across candidates"""
-    heads: int = 4
+    heads: int = SCORER_DEFAULTS["heads"]
     """attention heads"""
 
 
@@ -206,26 +205,26 @@ class ReinforceAgent:
         Returns the episode's :class:`~agents.rollout.EpisodeResult` and the per-round update stats."""
         if learn and deterministic:
             raise ValueError("learning needs sampled picks; pass deterministic=False")
-        obs, info = env.reset(seed=seed)
-        recorder = EpisodeRecorder(seed, info, env.unwrapped.modalities)
-        round_obs, round_picks, stats = [], [], []
-        done = False
-        while not done:
-            start = time.perf_counter()
-            pick = self.act(obs, deterministic)
-            select_s = time.perf_counter() - start
-            round_obs.append(obs)
-            round_picks.append(pick)
-            obs, reward, terminated, truncated, info = env.step(pick)
-            recorder.step(reward, info, select_s)
-            self.steps += 1
-            if info.get("reward_terms"):  # the round ended and paid its reward
-                if learn:
-                    stats.append(self.update(round_obs, round_picks, reward=reward))
-                round_obs, round_picks = [], []
-            done = terminated or truncated
+        stats: list[dict[str, float]] = []
+
+        def learn_round(observations, picks, reward) -> None:
+            stats.append(self.update(observations, picks, reward=reward))
+
+        result = play_episode(env, lambda obs: self.act(obs, deterministic), seed,
+                              on_round_end=learn_round if learn else None)
+        self.steps += result.steps
         self.episodes += 1
-        return recorder.result, stats
+        return result, stats
+
+    def play_copies(self, env: gym.Env, seeds, online: bool) -> list[EpisodeResult]:
+        """Per seed, a fresh copy of this agent (sampler reseeded) plays one campaign: learning
+        online with sampled picks if ``online`` (the paper's setting), else greedy and frozen."""
+        results = []
+        for seed in seeds:
+            player = self.copy()
+            player.reseed(int(seed))
+            results.append(player.run_episode(env, learn=online, seed=int(seed), deterministic=not online)[0])
+        return results
 
     def copy(self) -> ReinforceAgent:
         """An independent copy (weights, optimizer, baseline and sampler state)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -172,24 +173,37 @@ class EpisodeRecorder:
         r.final_info = info
 
 
-def play_episode(env: gym.Env, agent: Agent, seed: int | None = None) -> EpisodeResult:
-    """Play one episode with ``agent.act`` from ``env.reset(seed=seed)``."""
+RoundHook = Callable[[list[dict[str, np.ndarray]], list[int], float], None]
+"""called at the end of each round with its observations, its picks and its reward"""
+
+
+def play_episode(env: gym.Env, act: Callable[[dict[str, np.ndarray]], int], seed: int | None = None,
+                 on_round_end: RoundHook | None = None) -> EpisodeResult:
+    """Play one episode from ``env.reset(seed=seed)``, picking with ``act(obs)``; after every
+    round, ``on_round_end(observations, picks, reward)`` of that round (an online learner's update)."""
     obs, info = env.reset(seed=seed)
     recorder = EpisodeRecorder(seed, info, env.unwrapped.modalities)
+    round_obs, round_picks = [], []
     done = False
     while not done:
         start = time.perf_counter()
-        pick = agent.act(obs)
+        pick = act(obs)
         select_s = time.perf_counter() - start
+        round_obs.append(obs)
+        round_picks.append(pick)
         obs, reward, terminated, truncated, info = env.step(pick)
         recorder.step(reward, info, select_s)
+        if info.get("reward_terms"):  # the round ended and paid its reward
+            if on_round_end is not None:
+                on_round_end(round_obs, round_picks, reward)
+            round_obs, round_picks = [], []
         done = terminated or truncated
     return recorder.result
 
 
-def evaluate(env: gym.Env, agent: Agent, seeds) -> list[EpisodeResult]:
-    """One episode per seed."""
-    return [play_episode(env, agent, int(s)) for s in seeds]
+def play_episodes(env: gym.Env, agent: Agent, seeds) -> list[EpisodeResult]:
+    """One episode of ``agent.act`` per seed."""
+    return [play_episode(env, agent.act, int(s)) for s in seeds]
 
 
 def summarize(results: list[EpisodeResult]) -> dict[str, float]:

@@ -120,6 +120,8 @@ class SuiteEnv(gym.Env):
         })
         self.action_space = gym.spaces.Discrete(self.max_candidates)
         self.spec_label: str | None = None
+        # no position to resume from: a resumed suite run draws a new, still seeded, sequence
+        self.episode_position: dict | None = None
         self.current: gym.Env = envs[0]  # until the first reset, for its attributes
 
     def __getattr__(self, name):

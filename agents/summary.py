@@ -3,14 +3,15 @@
 Area under the learning curve (AULC) is the trapezoidal area under test top-1 against the
 number of labels, divided by the label range, so it is a mean accuracy in [0, 1]. Intervals
 across seeds are the interquartile mean (IQM) with 95% stratified-bootstrap confidence
-intervals (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021,
-via rliable).
+intervals (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021:
+rliable's IQM, resampled by :func:`stratified_bootstrap` from one seeded generator, so the same
+rows always give the same intervals).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +41,34 @@ def aulc(sizes, top1):
     return np.trapezoid(y, x, axis=-1) / (x[-1] - x[0])
 
 
+def stratified_bootstrap(func: Callable[..., float], *scores: np.ndarray, reps: int, seed: int = 0,
+                         size: float = 0.95) -> tuple[float, float, float]:
+    """``func(*scores)`` and its percentile interval from ``reps`` stratified-bootstrap resamples.
+
+    Each ``scores`` array is ``(runs, tasks)``; a resample redraws the runs of every task (column)
+    with replacement, independently per array, as rliable's ``StratifiedBootstrap`` does. It is
+    written here because rliable 1.2 draws its indices from NumPy's global generator whatever
+    ``random_state`` it is given, so two calls with the same seed gave different intervals; here
+    every draw comes from ``np.random.default_rng(seed)``.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(s, dtype=float) for s in scores]
+    stats = np.empty(reps)
+    for i in range(reps):
+        stats[i] = func(*(np.take_along_axis(a, rng.integers(0, a.shape[0], size=a.shape), axis=0)
+                          for a in arrays))
+    tail = 100 * (1 - size) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(func(*arrays)), float(lo), float(hi)
+
+
 def iqm_intervals(scores: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """IQM and its 95% stratified-bootstrap interval per agent; scores are (seeds,) arrays."""
-    from rliable import library as rly
+    """IQM and its 95% stratified-bootstrap interval per agent; scores are ``(seeds,)`` arrays
+    (one task) or ``(seeds, tasks)``. The same scores and seed always give the same numbers."""
     from rliable import metrics
 
-    with warnings.catch_warnings():
-        # rliable passes arch a RandomState, which arch 7 still honours but flags as deprecated.
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            {k: v[:, None] for k, v in scores.items()},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
-    return {k: (float(point[k][0]), float(interval[k][0, 0]), float(interval[k][1, 0])) for k in scores}
+    return {k: stratified_bootstrap(metrics.aggregate_iqm, np.asarray(v).reshape(len(v), -1), reps=reps, seed=seed)
+            for k, v in scores.items()}
 
 
 def write_summary(path: Path, rows: list[dict[str, Any]], agents: list[str], modalities: tuple[str, ...],

@@ -36,6 +36,7 @@ def episode_scalars(info: dict[str, Any], modalities: tuple[str, ...] | None) ->
     for m in modalities:
         scalars[f"test/top1_{m}"] = info[f"test_top1_{m}"]
         scalars[f"contribution/{m}"] = info[f"contribution_{m}"]
+        scalars[f"fusion/{m}"] = info[f"fused_{m}"]
     return scalars
 
 

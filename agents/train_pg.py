@@ -47,7 +47,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.envs import make_env, parse_env_kwargs, resolve_device
-from agents.hyperparams import hyperparams_file, resolve
+from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN,
+                                YamlFile, check_args, from_yaml, hyperparams_file, optional_path, resolve)
 from agents.imitation import clone, collect
 from agents.reinforce import ReinforceAgent, ReinforceConfig
 from agents.rollout import EVAL_SEED, summarize
@@ -56,48 +57,60 @@ from agents.tracking import hyperparameter_table, run_name
 
 AGENT = "reinforce"
 DEFAULTS = {"total_timesteps": 2000, **{f.name: f.default for f in fields(ReinforceConfig)}}
+RULES = {
+    "total_timesteps": NON_NEGATIVE_INT, "learning_rate": POSITIVE, "baseline_decay": UNIT_OPEN,
+    "reward_smoothing": UNIT_OPEN, "advantage_clip": NON_NEGATIVE, "entropy_coef": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE, "temperature": POSITIVE, "hidden": POSITIVE_INT, "state_hidden": POSITIVE_INT,
+    "heads": POSITIVE_INT, "torch_threads": NON_NEGATIVE_INT, "eval_freq": NON_NEGATIVE_INT,
+    "eval_episodes": NON_NEGATIVE_INT, "checkpoint_freq": NON_NEGATIVE_INT,
+    "bc_episodes": POSITIVE_INT, "bc_epochs": POSITIVE_INT,
+}
 
 
 @dataclass
 class Args:
+    """Hyperparameters left None take the env id's entry in the YAML file, else ``DEFAULTS``
+    (``ReinforceConfig``'s defaults and ``total_timesteps``)."""
+
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"rounds": 5}')"""
-    hyperparams: str | None = None
+    hyperparams: YamlFile = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/reinforce.yml)"""
-    total_timesteps: int | None = None
-    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent [yaml: 2000]"""
+    total_timesteps: from_yaml(int, DEFAULTS["total_timesteps"]) = None
+    """picks of pre-training, in whole episodes; 0 = evaluate the untrained online agent"""
     seed: int = 1
     """seed of the agent's weights and sampler and of the training episodes"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    learning_rate: float | None = None
-    """Adam learning rate [yaml: 3e-3]"""
-    baseline_decay: float | None = None
-    """moving-average baseline b <- d b + (1 - d) r~ [yaml: 0.8]"""
-    reward_smoothing: float | None = None
-    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw [yaml: 0.3]"""
-    normalize_advantage: bool | None = None
-    """divide the advantage by its running RMS [yaml: True]"""
-    advantage_clip: float | None = None
-    """clip the advantage to [-c, c]; 0 disables [yaml: 3.0]"""
-    entropy_coef: float | None = None
-    """entropy bonus per pick [yaml: 0.0]"""
-    max_grad_norm: float | None = None
-    """gradient clipping norm [yaml: 1.0]"""
-    temperature: float | None = None
-    """softmax temperature of the picks [yaml: 1.0]"""
-    hidden: int | None = None
-    """width of the per-candidate MLP [yaml: 64]"""
-    state_hidden: int | None = None
-    """width of the round-state embedding [yaml: 32]"""
-    attention: bool | None = None
-    """one self-attention layer across candidates [yaml: False]"""
-    heads: int | None = None
-    """attention heads [yaml: 4]"""
-    torch_threads: int = 0
-    """torch threads of this process (0: torch's default; 1 is faster on a busy small machine)"""
+    learning_rate: from_yaml(float, DEFAULTS["learning_rate"]) = None
+    """Adam learning rate"""
+    baseline_decay: from_yaml(float, DEFAULTS["baseline_decay"]) = None
+    """moving-average baseline b <- d b + (1 - d) r~"""
+    reward_smoothing: from_yaml(float, DEFAULTS["reward_smoothing"]) = None
+    """EMA of round rewards r~ <- s r~ + (1 - s) r; 0 = raw"""
+    normalize_advantage: from_yaml(bool, DEFAULTS["normalize_advantage"]) = None
+    """divide the advantage by its running RMS"""
+    advantage_clip: from_yaml(float, DEFAULTS["advantage_clip"]) = None
+    """clip the advantage to [-c, c]; 0 disables"""
+    entropy_coef: from_yaml(float, DEFAULTS["entropy_coef"]) = None
+    """entropy bonus per pick"""
+    max_grad_norm: from_yaml(float, DEFAULTS["max_grad_norm"]) = None
+    """gradient clipping norm"""
+    temperature: from_yaml(float, DEFAULTS["temperature"]) = None
+    """softmax temperature of the picks"""
+    hidden: from_yaml(int, DEFAULTS["hidden"]) = None
+    """width of the per-candidate MLP"""
+    state_hidden: from_yaml(int, DEFAULTS["state_hidden"]) = None
+    """width of the round-state embedding"""
+    attention: from_yaml(bool, DEFAULTS["attention"]) = None
+    """one self-attention layer across candidates"""
+    heads: from_yaml(int, DEFAULTS["heads"]) = None
+    """attention heads"""
+    torch_threads: int = 1
+    """torch threads of this process (0: torch's default); the classifier fits are small, so one
+    thread is fastest on a small busy machine (README, Speed)"""
     eval_freq: int = 1000
     """evaluate every this many picks (and at the end); 0 = only at the end"""
     eval_episodes: int = 3
@@ -108,7 +121,7 @@ class Args:
     """evaluation copies keep learning during their campaign (the paper's online agent)"""
     checkpoint_freq: int = 1000
     """save checkpoints/agent_<steps>_steps.pt every this many picks; 0 disables"""
-    resume: str | None = None
+    resume: optional_path("CHECKPOINT.pt", "(default: a fresh run)") = None
     """agent checkpoint .pt to continue from (trains total_timesteps more picks, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
@@ -122,30 +135,21 @@ class Args:
     """behaviour-cloning epochs"""
 
 
-def evaluate_online(agent: ReinforceAgent, env, seeds: list[int], online: bool) -> dict[str, float]:
-    """Every seed: a copy of ``agent`` plays one campaign, learning online if ``online``
-    (sampled picks), else greedy and frozen."""
-    results = []
-    for seed in seeds:
-        player = agent.copy()
-        player.reseed(seed)
-        results.append(player.run_episode(env, learn=online, seed=seed, deterministic=not online)[0])
-    return summarize(results)
-
-
 def main(args: Args) -> Path:
     args, _ = resolve(args, args.hyperparams or hyperparams_file(AGENT), DEFAULTS)
+    check_args(args, {k: rule for k, rule in RULES.items() if not (k == "advantage_clip" and args.advantage_clip is None)})
+    if args.resume and not Path(args.resume).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file (an agent_<steps>_steps.pt "
+                                f"under a run's checkpoints/, or its agent.pt)")
     device = resolve_device(args.device)
     env_kwargs = parse_env_kwargs(args.env_kwargs, device)
-    threads = args.torch_threads or None
-    resumed = ReinforceAgent.load(args.resume, device) if args.resume else None
     if args.suite:
         # the envs follow the episodes' seeds: a resumed run draws a new, still seeded, sequence
-        env = make_suite_training_env(list(args.suite), torch_threads=threads, **env_kwargs)
+        env = make_suite_training_env(list(args.suite), torch_threads=args.torch_threads, **env_kwargs)
     else:
-        env = make_env(args.env_id, torch_threads=threads, **env_kwargs)
-    if resumed:
-        agent = resumed
+        env = make_env(args.env_id, torch_threads=args.torch_threads, **env_kwargs)
+    if args.resume:
+        agent = ReinforceAgent.load(args.resume, device)
         args = replace(args, **asdict(agent.config))  # the checkpoint's hyperparameters are in effect
     else:
         config = ReinforceConfig(**{f.name: getattr(args, f.name) for f in fields(ReinforceConfig)})
@@ -165,7 +169,7 @@ def main(args: Args) -> Path:
     eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
 
     def run_eval() -> None:
-        summary = evaluate_online(agent, eval_env, eval_seeds, args.eval_online)
+        summary = summarize(agent.play_copies(eval_env, eval_seeds, args.eval_online))
         for key in ("top1", "balance", "aulc", "return"):
             writer.add_scalar(f"eval/{key}", summary[key], agent.steps)
         print(f"eval at {agent.steps} picks: test top-1 {summary['top1']:.3f} +- {summary['top1_std']:.3f}, "

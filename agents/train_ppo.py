@@ -34,7 +34,13 @@ Resuming. ``--resume CHECKPOINT.zip`` loads a checkpoint (or a final ``model.zip
 algorithm hyperparameters and trains ``--total-timesteps`` *more* steps; the step count goes on
 from the checkpoint's. The resumed run writes a new run folder (the original is never touched),
 so its TensorBoard curves continue where the checkpoint's stopped; ``resume`` is in its
-hyperparameter table.
+hyperparameter table. Every checkpoint stores where each training env's sequence of episodes
+stood (:class:`agents.envs.ResumableEpisodes`): the resumed run restarts the episode that was in
+progress and goes on with the episodes the uninterrupted run would have played, instead of
+replaying the run's first episodes; the policy's sampling is reseeded with ``seed + step``.
+
+Steps. SB3 trains in whole rollouts of ``n_steps x n_envs`` steps: ``--total-timesteps`` is
+rounded up to a multiple of that, and the script says so when it rounds.
 
 Each run writes ``{log_dir}/{env_id}__{algo}__{seed}__{timestamp}/``: TensorBoard events (SB3's
 ``rollout/`` and ``train/`` scalars; per episode ``test/top1``, ``test/top1_<modality>``,
@@ -46,13 +52,13 @@ every ``--checkpoint-freq`` steps and the final ``model.zip`` (``MaskablePPO.loa
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import torch
 import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
@@ -61,14 +67,22 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device
+from agents.envs import TopBPickWrapper, make_env, parse_env_kwargs, resolve_device, set_torch_threads
+from agents.hyperparams import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT,
+                                YamlFile, check_args, from_yaml, hyperparams_file, optional_path, resolve)
 from agents.suite import make_suite_training_env
-from agents.hyperparams import hyperparams_file, resolve
 from agents.policies import MaskableSetPolicy, SetActorCriticPolicy
-from agents.rollout import EVAL_SEED, SB3Agent, evaluate, summarize
+from agents.rollout import EVAL_SEED, SB3Agent, play_episodes, summarize
 from agents.tracking import EpisodeMetricsCallback, hyperparameter_table, run_name
 
 ALGOS = {"maskable_ppo": MaskablePPO, "ppo": PPO}
+RULES = {
+    "total_timesteps": POSITIVE_INT, "n_envs": POSITIVE_INT, "n_steps": POSITIVE_INT, "batch_size": POSITIVE_INT,
+    "n_epochs": POSITIVE_INT, "picks_per_step": POSITIVE_INT, "torch_threads": NON_NEGATIVE_INT,
+    "eval_freq": NON_NEGATIVE_INT, "eval_episodes": NON_NEGATIVE_INT, "checkpoint_freq": NON_NEGATIVE_INT,
+    "learning_rate": POSITIVE, "gamma": UNIT, "gae_lambda": UNIT, "clip_range": POSITIVE, "ent_coef": NON_NEGATIVE,
+    "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE,
+}
 SET_POLICIES = {"maskable_ppo": MaskableSetPolicy, "ppo": SetActorCriticPolicy}
 
 # Built-in values of the hyperparameters left unset on the command line and in the YAML file.
@@ -81,50 +95,53 @@ DEFAULTS = {
 
 @dataclass
 class Args:
+    """Hyperparameters left None take the env id's entry in the YAML file, else ``DEFAULTS``."""
+
     env_id: str = "RLMBA-AVDigits-v0"
     """Gymnasium id of the environment"""
     env_kwargs: str = "{}"
     """keyword arguments for gym.make, as JSON, merged over the YAML's (e.g. '{"image_noise": 1.0, "rounds": 5}')"""
     algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
     """maskable_ppo (sb3-contrib, action masks) or ppo (plain SB3, score action through TopBPickWrapper)"""
-    policy: Literal["set", "mlp"] | None = None
-    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy [yaml: set]"""
+    policy: from_yaml(Literal["set", "mlp"], DEFAULTS["policy"]) = None
+    """set: permutation-equivariant candidate scorer (agents/policies.py); mlp: SB3 MultiInputPolicy"""
     policy_kwargs: str = "{}"
     """policy keyword arguments as JSON, merged over the YAML's (set: hidden, state_hidden, attention, heads, pooling)"""
-    hyperparams: str | None = None
+    hyperparams: YamlFile = None
     """YAML file of hyperparameters per env id (default: agents/hyperparams/{algo}.yml)"""
-    total_timesteps: int | None = None
-    """environment steps (picks) to train for, or to add when resuming [yaml: 10000]"""
+    total_timesteps: from_yaml(int, DEFAULTS["total_timesteps"]) = None
+    """environment steps (picks) to train for, or to add when resuming"""
     seed: int = 1
     """seed of the policy, the environments and every random draw in them"""
     device: str = "auto"
     """torch device of the policy and of the env's classifier: auto, cpu or cuda"""
-    n_envs: int | None = None
-    """parallel environments; more than one run in spawned subprocesses [yaml: 1]"""
-    torch_threads: int = 0
-    """torch threads of this process (0: torch's default) and of each subprocess env (0: 1)"""
+    n_envs: from_yaml(int, DEFAULTS["n_envs"]) = None
+    """parallel environments; more than one run in spawned subprocesses"""
+    torch_threads: int = 1
+    """torch threads of this process and of each subprocess env (0: torch's default here, 1 there);
+    the classifier fits are small, so one thread is fastest on a small busy machine"""
     picks_per_step: int = 1
     """ppo only: candidates picked per step, best scores first (per_round = a whole round per step)"""
-    n_steps: int | None = None
-    """rollout length per environment between updates [yaml: 200, two AV-Digits episodes]"""
-    batch_size: int | None = None
-    """minibatch size of the update [yaml: 100]"""
-    n_epochs: int | None = None
-    """passes over each rollout [yaml: 10]"""
-    learning_rate: float | None = None
-    """Adam learning rate of the policy [yaml: 3e-4]"""
-    gamma: float | None = None
-    """discount factor; rewards arrive at the end of each round [yaml: 0.99]"""
-    gae_lambda: float | None = None
-    """GAE lambda [yaml: 0.95]"""
-    clip_range: float | None = None
-    """PPO clipping range [yaml: 0.2]"""
-    ent_coef: float | None = None
-    """entropy bonus [yaml: 0.01 maskable_ppo, 0.0 ppo]"""
-    vf_coef: float | None = None
-    """value loss weight [yaml: 0.5]"""
-    max_grad_norm: float | None = None
-    """gradient clipping norm [yaml: 0.5]"""
+    n_steps: from_yaml(int, DEFAULTS["n_steps"]) = None
+    """rollout length per environment between updates"""
+    batch_size: from_yaml(int, DEFAULTS["batch_size"]) = None
+    """minibatch size of the update"""
+    n_epochs: from_yaml(int, DEFAULTS["n_epochs"]) = None
+    """passes over each rollout"""
+    learning_rate: from_yaml(float, DEFAULTS["learning_rate"]) = None
+    """Adam learning rate of the policy"""
+    gamma: from_yaml(float, DEFAULTS["gamma"]) = None
+    """discount factor; rewards arrive at the end of each round"""
+    gae_lambda: from_yaml(float, DEFAULTS["gae_lambda"]) = None
+    """GAE lambda"""
+    clip_range: from_yaml(float, DEFAULTS["clip_range"]) = None
+    """PPO clipping range"""
+    ent_coef: from_yaml(float, DEFAULTS["ent_coef"]) = None
+    """entropy bonus"""
+    vf_coef: from_yaml(float, DEFAULTS["vf_coef"]) = None
+    """value loss weight"""
+    max_grad_norm: from_yaml(float, DEFAULTS["max_grad_norm"]) = None
+    """gradient clipping norm"""
     eval_freq: int = 2500
     """evaluate every this many steps (and at the end); 0 = only at the end"""
     eval_episodes: int = 3
@@ -133,7 +150,7 @@ class Args:
     """reset seed of the first evaluation episode"""
     checkpoint_freq: int = 5000
     """save checkpoints/model_<steps>_steps.zip every this many steps; 0 disables"""
-    resume: str | None = None
+    resume: optional_path("CHECKPOINT.zip", "(default: a fresh run)") = None
     """checkpoint .zip to continue training from (trains total_timesteps more steps, new run folder)"""
     log_dir: str = "runs"
     """folder that receives one sub-folder per run"""
@@ -142,6 +159,32 @@ class Args:
     suite: tuple[str, ...] = ()
     """env specs ENV_ID or RLMBA-DevSuite-v0:NAME; each training episode plays one (``--env-id``
     is then only the evaluation env); candidates are padded to the suite's largest K"""
+
+
+def check_minibatches(args: Args) -> None:
+    """MaskablePPO normalises each minibatch's advantages by their std, which is NaN for a
+    minibatch of one sample (SB3's PPO skips it; sb3-contrib does not): NaN policy weights."""
+    rollout = args.n_steps * args.n_envs
+    if args.algo == "maskable_ppo" and (args.batch_size == 1 or rollout % args.batch_size == 1):
+        raise ValueError(
+            f"--batch-size {args.batch_size} with --n-steps {args.n_steps} x --n-envs {args.n_envs} = {rollout} "
+            f"rollout steps leaves a minibatch of 1 sample, whose advantage normalisation in "
+            f"MaskablePPO divides by a NaN std (NaN policy); make n_steps x n_envs a multiple of a --batch-size >= 2"
+        )
+
+
+class EpisodePositionCheckpoint(CheckpointCallback):
+    """SB3's checkpoints, each also holding where every training env's sequence of episodes
+    stands (``model.episode_positions``, see :class:`agents.envs.ResumableEpisodes`)."""
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            record_episode_positions(self.model)
+        return super()._on_step()
+
+
+def record_episode_positions(model) -> None:
+    model.episode_positions = model.get_env().get_attr("episode_position")
 
 
 class EvalCallback(BaseCallback):
@@ -165,7 +208,7 @@ class EvalCallback(BaseCallback):
 
     def _evaluate(self) -> None:
         self._last = self.num_timesteps
-        summary = summarize(evaluate(self.env, SB3Agent(self.model), self.seeds))
+        summary = summarize(play_episodes(self.env, SB3Agent(self.model), self.seeds))
         self.model.policy.set_training_mode(True)
         self.history.append((self.num_timesteps, summary))
         if self.writer is not None:
@@ -189,19 +232,24 @@ class EvalCallback(BaseCallback):
 
 def main(args: Args) -> Path:
     args, _ = resolve(args, args.hyperparams or hyperparams_file(args.algo), DEFAULTS)
+    check_args(args, RULES)
+    if args.resume and not Path(args.resume).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file (a model_<steps>_steps.zip "
+                                f"under a run's checkpoints/, or its model.zip)")
+    if not args.resume:
+        check_minibatches(args)
     device = resolve_device(args.device)
     env_kwargs = parse_env_kwargs(args.env_kwargs, device)
     algo = ALGOS[args.algo]
 
     name = run_name(args.env_id, args.algo, args.seed)
     run_dir = Path(args.log_dir) / name
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     parallel = args.n_envs > 1
     threads = (args.torch_threads or 1) if parallel else None
     vec_env = make_vec_env(
         partial(make_suite_training_env, list(args.suite), threads) if args.suite
-        else partial(make_env, args.env_id, torch_threads=threads),
+        else partial(make_env, args.env_id, torch_threads=threads, resumable=True),
         n_envs=args.n_envs,
         seed=args.seed,
         env_kwargs=env_kwargs,
@@ -218,6 +266,13 @@ def main(args: Args) -> Path:
                                                "ent_coef", "vf_coef", "max_grad_norm", "learning_rate")}
         kept["policy"] = "set" if isinstance(model.policy, tuple(SET_POLICIES.values())) else "mlp"
         args = replace(args, **{k: v for k, v in kept.items() if isinstance(v, (int, float, str))})
+        check_minibatches(args)
+        positions = getattr(model, "episode_positions", None) or []
+        for i, position in enumerate(positions[: args.n_envs]):
+            if position is not None:  # None: a suite env, which starts a new seeded sequence
+                vec_env.env_method("resume_at", position, indices=[i])
+        # a fresh draw of the policy's sampling (and of any env the checkpoint has no position for)
+        model.set_random_seed(args.seed + model.num_timesteps)
     else:
         policy_kwargs = json.loads(args.policy_kwargs)
         model = algo(
@@ -238,19 +293,24 @@ def main(args: Args) -> Path:
             device=device,
             verbose=0,
         )
+    rollout = model.n_steps * args.n_envs
+    steps = math.ceil(args.total_timesteps / rollout) * rollout
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
     callbacks = [EpisodeMetricsCallback(hyperparameter_table(args), modalities)]
     if args.checkpoint_freq > 0:
-        callbacks.append(CheckpointCallback(max(args.checkpoint_freq // args.n_envs, 1),
-                                            str(run_dir / "checkpoints"), name_prefix="model"))
+        callbacks.append(EpisodePositionCheckpoint(max(args.checkpoint_freq // args.n_envs, 1),
+                                                   str(run_dir / "checkpoints"), name_prefix="model"))
     if args.eval_episodes > 0:
         seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
         callbacks.append(EvalCallback(partial(make_env, args.env_id, **env_kwargs), seeds, args.eval_freq))
     start = model.num_timesteps
-    print(f"training {args.algo} ({args.policy} policy) on {args.env_id} for {args.total_timesteps} steps"
+    rounded = (f" (--total-timesteps {args.total_timesteps} rounded up to whole rollouts of "
+               f"n_steps {model.n_steps} x n_envs {args.n_envs})" if steps != args.total_timesteps else "")
+    print(f"training {args.algo} ({args.policy} policy) on {args.env_id} for {steps} steps{rounded}"
           + (f" from step {start} of {args.resume}" if args.resume else "") + f"; TensorBoard logs: {run_dir}")
-    model.learn(total_timesteps=args.total_timesteps, callback=CallbackList(callbacks),
+    model.learn(total_timesteps=steps, callback=CallbackList(callbacks),
                 progress_bar=args.progress_bar, reset_num_timesteps=not args.resume)
+    record_episode_positions(model)
     model.save(run_dir / "model.zip")
     model.logger.close()
     vec_env.close()

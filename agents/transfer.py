@@ -10,7 +10,7 @@ class scores or per-modality columns, so its width is the same on every dataset.
 modalities, feature dimensions, class count or candidate count; an ``mlp`` policy also needs
 the same candidate count.
 
-:func:`load_agent` reads an SB3 ``.zip`` (MaskablePPO or PPO) or a REINFORCE ``.pt`` checkpoint;
+:func:`load_policy` reads an SB3 ``.zip`` (MaskablePPO or PPO) or a REINFORCE ``.pt`` checkpoint;
 :func:`transfer` plays it on held-out seeds of an env id and returns the episodes.
 """
 
@@ -29,10 +29,10 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from agents.envs import make_env, parse_env_kwargs, resolve_device
 from agents.reinforce import ReinforceAgent
-from agents.rollout import EVAL_SEED, EpisodeResult, FirstAgent, RandomAgent, SB3Agent, evaluate, summarize
+from agents.rollout import EVAL_SEED, EpisodeResult, FirstAgent, RandomAgent, SB3Agent, play_episodes, summarize
 
 
-def load_agent(path: str | Path, device: str = "cpu", deterministic: bool = True):
+def load_policy(path: str | Path, device: str = "cpu", deterministic: bool = True):
     """An agent (``act(obs) -> int``) from an SB3 ``.zip`` or a REINFORCE checkpoint."""
     path = Path(path)
     if not path.is_file():
@@ -51,9 +51,9 @@ def transfer(agent, env: gym.Env, seeds, online: bool = False) -> list[EpisodeRe
     setting, adapting to the new dataset)."""
     if isinstance(agent, SB3Agent):
         agent.check_env(env.observation_space)
-        return evaluate(env, agent, seeds)
+        return play_episodes(env, agent, seeds)
     if isinstance(agent, ReinforceAgent):
-        from agents.policies import set_dims
+        from agents.networks import set_dims
 
         if set_dims(env.observation_space) != (agent.scorer.n_features, agent.scorer.state_dim):
             raise ValueError(
@@ -61,13 +61,8 @@ def transfer(agent, env: gym.Env, seeds, online: bool = False) -> list[EpisodeRe
                 f"{agent.scorer.state_dim}; this env has {set_dims(env.observation_space)}: the agent was "
                 f"trained on another observation layout (the current one, v2, does not depend on the dataset)"
             )
-        results = []
-        for seed in seeds:
-            player = agent.copy()
-            player.reseed(int(seed))
-            results.append(player.run_episode(env, learn=online, seed=int(seed), deterministic=not online)[0])
-        return results
-    return evaluate(env, agent, seeds)
+        return agent.play_copies(env, seeds, online)
+    return play_episodes(env, agent, seeds)
 
 
 @dataclass
@@ -88,18 +83,19 @@ class Args:
     """also run random picks and always-first-candidate (top-b by q) on the same seeds"""
     device: str = "auto"
     """torch device of the policy and the env's classifier"""
-    torch_threads: int = 0
-    """torch threads of this process (0: torch's default)"""
+    torch_threads: int = 1
+    """torch threads of this process (0: torch's default); the classifier fits are small, so one
+    thread is fastest on a small busy machine (README, Speed)"""
 
 
 def main(args: Args) -> dict[str, dict[str, float]]:
     device = resolve_device(args.device)
-    env = make_env(args.env_id, torch_threads=args.torch_threads or None, **parse_env_kwargs(args.env_kwargs, device))
+    env = make_env(args.env_id, torch_threads=args.torch_threads, **parse_env_kwargs(args.env_kwargs, device))
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
-    rows = {Path(args.model).name: summarize(transfer(load_agent(args.model, device), env, seeds, args.online))}
+    rows = {Path(args.model).name: summarize(transfer(load_policy(args.model, device), env, seeds, args.online))}
     if args.baselines:
-        rows["random"] = summarize(evaluate(env, RandomAgent(args.eval_seed), seeds))
-        rows["first (top-b by q)"] = summarize(evaluate(env, FirstAgent(), seeds))
+        rows["random"] = summarize(play_episodes(env, RandomAgent(args.eval_seed), seeds))
+        rows["first (top-b by q)"] = summarize(play_episodes(env, FirstAgent(), seeds))
     print(f"{args.env_id}, seeds {seeds[0]}..{seeds[-1]}")
     print(f"{'agent':<24} {'test top-1':>15} {'AULC':>15} {'balance':>8}")
     for name, s in rows.items():

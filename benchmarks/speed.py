@@ -60,7 +60,7 @@ DEFAULT_SIZES = ("1e3", "1e4", "1e5", "1e6")
 
 
 # -- AV-Digits round and episode -----------------------------------------------------------------
-def run_episode(env, seed: int) -> dict[str, list[float]]:
+def timed_episode(env, seed: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(seed)
     timings = {"train": [], "score": [], "select": [], "episode": []}
     start = time.perf_counter()
@@ -81,10 +81,10 @@ def run_episode(env, seed: int) -> dict[str, list[float]]:
 
 def avdigits_table(env_id: str, episodes: int, device: str) -> None:
     env = gym.make(env_id, device=device)
-    run_episode(env, seed=10_000)  # warm-up: torch's one-off start-up costs are not the env's
+    timed_episode(env, seed=10_000)  # warm-up: torch's one-off start-up costs are not the env's
     all_timings: dict[str, list[float]] = {"train": [], "score": [], "select": [], "episode": []}
     for seed in range(episodes):
-        for key, values in run_episode(env, seed).items():
+        for key, values in timed_episode(env, seed).items():
             all_timings[key] += values
 
     p = env.unwrapped.protocol

@@ -7,15 +7,15 @@ dataclass, so a setting is declared, defaulted, documented and validated here on
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields
 from os import PathLike
 from typing import Any
 
 import torch
 
+from rlmba_env.checks import check_choice, check_int, check_real, check_seed, fail
 from rlmba_env.learner.trainer import LearnerConfig
+from rlmba_env.protocols import INITIAL_SETS
 from rlmba_env.selection.portfolio import CANDIDATE_SETS, candidate_set_size
 from rlmba_env.selection.score import SCORE_VARIANTS
 
@@ -26,36 +26,29 @@ PRECISIONS = ("float32", "bfloat16")
 RENDER_MODES = ("ansi",)
 
 
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is not allowed; {name} must be {allowed}")
-
-
-def _check_real(name: str, value: Any, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float, or one ValueError naming the argument, the value and the range."""
-    lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-    hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-    allowed = "a finite real number" + (" " if lo or hi else "") + " and ".join(s for s in (lo, hi) if s)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        _fail(name, value, allowed)
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        _fail(name, value, allowed)
-    if high is not None and (value > high or (high_open and value == high)):
-        _fail(name, value, allowed)
-    return value
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        _fail(name, value, f"an integer >= {low}")
-    return int(value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> Any:
-    if value not in choices:
-        _fail(name, value, f"one of {list(choices)}")
-    return value
+def check_device(device: Any) -> str:
+    """``device`` as the name of a torch device this machine has: ``cpu``, ``cuda[:i]`` with a
+    CUDA device ``i``, or ``mps`` where available; one ValueError naming it otherwise (torch's
+    own errors come later and name neither the argument nor the way out)."""
+    allowed = "'cpu', 'cuda' or 'cuda:<index>' (with a CUDA device) or 'mps' (on Apple silicon)"
+    if not isinstance(device, (str, torch.device)):
+        fail("device", device, allowed)
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        fail("device", device, allowed)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            fail("device", device, "'cpu' here: no CUDA device is available (torch.cuda.is_available() is False)")
+        if parsed.index is not None and parsed.index >= count:
+            fail("device", device, f"'cuda' or 'cuda:<index>' with index < {count} (CUDA devices here)")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            fail("device", device, "'cpu' here: MPS is not available")
+    elif parsed.type != "cpu":
+        fail("device", device, allowed)
+    return str(parsed)
 
 
 @dataclass
@@ -107,6 +100,14 @@ class EnvConfig:
     """strategies whose mean validation top-1 curve the ``relative`` reward subtracts"""
     reference_cache: str | None = None
     """folder of cached reference curves (None: ``<data root>/reference``)"""
+    initial: str = "random"
+    """``"random"`` (the paper's protocols): the initial labeled rows drawn uniformly from the
+    pool; ``"stratified"``: one row of each class first (of as many classes as there are
+    initial labels, drawn at random, when there are fewer), then uniformly"""
+    fusion_subset: bool = True
+    """fuse only the best nested subset of modalities on ``val`` (by their own val top-1; ties
+    to the larger subset): a modality that does not help gets weight 0 (AMCB weights inside the
+    subset); False keeps every modality at least at the ``epsilon`` floor, as the paper"""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -114,37 +115,41 @@ class EnvConfig:
     def validate(self) -> None:
         """Check and normalise every field; raise one ValueError for the first bad one."""
         if isinstance(self.learner, dict):
+            known = [f.name for f in fields(LearnerConfig)]
+            unknown = sorted(set(self.learner) - set(known), key=str)
+            if unknown:
+                fail("learner", self.learner, f"a dict of LearnerConfig fields {known} (unknown: {unknown})")
             self.learner = LearnerConfig(**self.learner)
         elif not isinstance(self.learner, LearnerConfig):
-            _fail("learner", self.learner, "a LearnerConfig or a dict of its fields")
-        self.reward = _check_choice("reward", self.reward, REWARDS)
-        self.balance_weight = _check_real("balance_weight", self.balance_weight)
-        self.kappa = _check_int("kappa", self.kappa, 1)
-        self.candidates = _check_choice("candidates", self.candidates, CANDIDATE_SETS)
-        if not isinstance(self.score, str) or self.score not in SCORE_VARIANTS:
-            _fail("score", self.score, f"one of {list(SCORE_VARIANTS)}")
-        self.beta = _check_real("beta", self.beta, low=0.0)
-        self.tau = _check_real("tau", self.tau, low=0.0, low_open=True)
-        self.epsilon = _check_real("epsilon", self.epsilon, low=0.0, high=1.0, high_open=True)
-        self.kmeans_iterations = _check_int("kmeans_iterations", self.kmeans_iterations, 0)
-        if not isinstance(self.device, (str, torch.device)):
-            _fail("device", self.device, "a torch device or its name, e.g. 'cpu' or 'cuda:0'")
-        try:
-            self.device = str(torch.device(self.device))
-        except RuntimeError:
-            _fail("device", self.device, "a torch device or its name, e.g. 'cpu' or 'cuda:0'")
-        self.precision = _check_choice("precision", self.precision, PRECISIONS)
+            fail("learner", self.learner, "a LearnerConfig or a dict of its fields, e.g. {'fusion': 'ds'}")
+        self.reward = check_choice("reward", self.reward, REWARDS)
+        self.balance_weight = check_real("balance_weight", self.balance_weight)
+        self.kappa = check_int("kappa", self.kappa, 1)
+        self.candidates = check_choice("candidates", self.candidates, CANDIDATE_SETS)
+        self.score = check_choice("score", self.score, SCORE_VARIANTS)
+        self.beta = check_real("beta", self.beta, low=0.0)
+        self.tau = check_real("tau", self.tau, low=0.0, low_open=True)
+        self.epsilon = check_real("epsilon", self.epsilon, low=0.0, high=1.0, high_open=True)
+        self.kmeans_iterations = check_int("kmeans_iterations", self.kmeans_iterations, 0)
+        self.device = check_device(self.device)
+        self.precision = check_choice("precision", self.precision, PRECISIONS)
+        self.initial = check_choice("initial", self.initial, INITIAL_SETS)
+        if not isinstance(self.fusion_subset, bool):
+            fail("fusion_subset", self.fusion_subset, "True or False")
         if self.render_mode is not None:
-            _check_choice("render_mode", self.render_mode, (None, *RENDER_MODES))
+            check_choice("render_mode", self.render_mode, (None, *RENDER_MODES))
+        # the names themselves are checked against the registry by rewards.check_reference_strategies
+        # (the strategies sit above this layer)
         strategies = self.reference_strategies
-        if isinstance(strategies, str) or not all(isinstance(s, str) for s in strategies):
-            _fail("reference_strategies", strategies, "a sequence of strategy names")
+        if isinstance(strategies, str) or not isinstance(strategies, (list, tuple)) or \
+                not all(isinstance(s, str) for s in strategies):
+            fail("reference_strategies", strategies, "a sequence of strategy names, e.g. ('random',)")
         self.reference_strategies = tuple(strategies)
         if self.reward == "relative" and not self.reference_strategies:
-            _fail("reference_strategies", strategies, "at least one strategy name when reward='relative'")
+            fail("reference_strategies", strategies, "at least one strategy name when reward='relative'")
         if self.reference_cache is not None:
             if not isinstance(self.reference_cache, (str, PathLike)):
-                _fail("reference_cache", self.reference_cache, "None or a folder path")
+                fail("reference_cache", self.reference_cache, "None or a folder path")
             self.reference_cache = str(self.reference_cache)
 
     def candidate_count(self, per_round: int) -> int:
@@ -163,3 +168,21 @@ class EnvConfig:
         settings (``dataset``, ``protocol``)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+RESET_OPTIONS = ("episode_seed",)
+
+
+def check_reset_options(options) -> dict:
+    """``reset``'s ``options``: None or a dict of known keys (a typo is not silently ignored),
+    ``episode_seed`` a seed."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)}")
+    unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
+    if unknown:
+        fail("options", options, f"None or a dict with the keys {list(RESET_OPTIONS)} (unknown: {unknown})")
+    if "episode_seed" in options:
+        options = {**options, "episode_seed": check_seed("episode_seed", options["episode_seed"])}
+    return options

@@ -17,11 +17,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlmba_env.config import RENDER_MODES, EnvConfig
+from rlmba_env.config import RENDER_MODES, EnvConfig, check_reset_options
 from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.device import device_data
 from rlmba_env.learner.trainer import EvidentialLearner, FitRequest, FitStats
 from rlmba_env.observation import (
+    render_ansi,
     CandidateSpace,
     LAYOUT,
     CandidateView,
@@ -30,12 +31,13 @@ from rlmba_env.observation import (
     round_info,
     state_entries,
 )
-from rlmba_env.protocols import Protocol
-from rlmba_env.rewards import reference_curve, round_reward
+from rlmba_env.protocols import Protocol, initial_rows
+from rlmba_env.resume import ResumeMixin, check_rows_labeled, check_splits_labeled
+from rlmba_env.rewards import check_reference_strategies, reference_curve, round_reward
 from rlmba_env.round import PoolState, RoundResult, check_label_rows, evaluate_round
 
 
-class MultimodalALEnv(gym.Env):
+class MultimodalALEnv(ResumeMixin, gym.Env):
     """
     ## Description
 
@@ -100,8 +102,10 @@ class MultimodalALEnv(gym.Env):
 
     ## Starting State
 
-    ``initial_labels`` rows drawn uniformly from the pool with the env's RNG, a classifier
-    trained on them from a seeded initialisation, equal modality weights before AMCB.
+    ``initial_labels`` rows drawn from the pool with the env's RNG (``initial="random"``:
+    uniformly, as the paper's protocols; ``"stratified"``: one row per class first, then
+    uniformly), a classifier trained on them from a seeded initialisation, equal modality
+    weights before AMCB.
 
     ## Episode End
 
@@ -116,7 +120,8 @@ class MultimodalALEnv(gym.Env):
       (``learner``, ``reward``, ``balance_weight``, ``candidates``, ``kappa``, ``score``,
       ``beta``, ``tau``, ``epsilon``,
       ``kmeans_iterations``, ``device``, ``precision``, ``render_mode``,
-      ``reference_strategies``, ``reference_cache``; each documented there), which override
+      ``reference_strategies``, ``reference_cache``, ``initial``, ``fusion_subset``; each
+      documented there), which override
       ``config``'s. ``env.config`` holds the validated settings.
 
     ``env.unwrapped.label(rows)`` closes a round with an externally chosen batch of dataset
@@ -126,7 +131,8 @@ class MultimodalALEnv(gym.Env):
     for a pick that does not close the round, the step's 5-tuple), the caller fits the learner
     (``fit_learners`` fits many envs' learners at once) and passes the result to ``finish``.
     ``env.unwrapped.round_callbacks`` is a list of functions called with the ``info`` of every
-    closed round, whether it was closed by ``step`` or ``label``.
+    closed round, whether it was closed by ``step`` or ``label``. Unlabeled pool rows (-1) and
+    ``resume``/``pick_rows``, for :mod:`rlmba_env.labeling`: see :mod:`rlmba_env.resume`.
 
     ## Speed
 
@@ -151,9 +157,14 @@ class MultimodalALEnv(gym.Env):
                  **settings):
         if not isinstance(dataset, MultimodalDataset):
             raise TypeError(f"dataset must be a MultimodalDataset, got {type(dataset).__name__}")
+        check_splits_labeled(dataset)
         self.protocol = Protocol(**protocol) if isinstance(protocol, dict) else protocol
         self.protocol.check_pool(len(dataset.splits["pool"]), dataset.name)
+        if config is not None and not isinstance(config, EnvConfig):
+            raise TypeError(f"config must be an EnvConfig (or pass settings as keywords, e.g. learner=...), "
+                            f"got {type(config).__name__}")
         self.config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        check_reference_strategies(self.config.reference_strategies)
         self.dataset = dataset
         self.device = torch.device(self.config.device)
         self.render_mode = self.config.render_mode
@@ -214,38 +225,34 @@ class MultimodalALEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask of allowed picks, as sb3-contrib's ``MaskablePPO`` expects."""
+        if self._result is None:
+            raise RuntimeError("call reset() before action_masks(): there are no candidates yet")
         return self._action_mask().astype(bool)
 
     def render(self):
         if self.render_mode != "ansi":
             return None
-        r = self._result
-        lines = [
-            f"{self.dataset.name}: round {self._round}/{self.protocol.rounds}, "
-            f"{int(self._labeled.sum())} labeled, picks {len(self._picks)}/{self.budget}",
-            f"  val top-1 {r.val.top1:.3f} (" + ", ".join(f"{m} {v:.3f}" for m, v in r.val.top1_modality.items())
-            + f"), test top-1 {r.test.top1:.3f}",
-            "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(self.modalities, r.weights_list))
-            + "; contributions " + ", ".join(f"{m} {c:+.3f}" for m, c in r.contributions.items())
-            + f"; balance {r.balance:.2f}",
-        ]
-        encoders = self.dataset.meta.get("encoders")
-        if encoders:
-            lines.append("  encoders " + ", ".join(f"{m}: {e}" for m, e in encoders.items()))
-        return "\n".join(lines)
+        return render_ansi(self.dataset, self.protocol, self._round, int(self._labeled.sum()), len(self._picks),
+                           self._result)
 
     # -- the same calls in two phases, around the round's fit -----------------------------------
     def begin_reset(self, *, seed: int | None = None, options: dict | None = None) -> FitRequest:
         """:meth:`reset` up to the first fit (seeds ``np_random``, draws the initial labels)."""
+        options = check_reset_options(options)
         super().reset(seed=seed)
-        options = options or {}
+        self._start_episode(options)
+        return self._fit_request()
+
+    def _start_episode(self, options: dict | None) -> None:
+        options = check_reset_options(options)  # also on begin_resume's path
         if "episode_seed" in options:
-            self.episode_seed = int(options["episode_seed"])
+            self.episode_seed = options["episode_seed"]
         else:
             self.episode_seed = int(self.np_random.integers(2**63 - 1))
         self._episode_rng = np.random.default_rng(self.episode_seed)
-        initial = self._episode_rng.choice(self._pool, self.protocol.initial_labels, replace=False)
-        self._labeled = np.zeros(self.dataset.n_samples, dtype=bool)
+        initial = initial_rows(self._episode_rng, self._pool, self.dataset.labels[self._pool],
+                               self.protocol.initial_labels, self.config.initial)
+        self._labeled, self._held = np.zeros((2, self.dataset.n_samples), dtype=bool)  # held: begin_resume
         self._labeled[initial] = True
         self._n_labeled = int(initial.size)
         self._round = 0
@@ -253,16 +260,12 @@ class MultimodalALEnv(gym.Env):
         self._weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.device)
         self.learner.reset(self._draw_seed())
         self._pending = ("reset",)
-        return self._fit_request()
 
     def begin_step(self, action) -> FitRequest | tuple:
         """:meth:`step` up to the fit: the step's 5-tuple when the pick does not close the
         round, else the closing round's :class:`FitRequest`."""
         self._require_running()
-        pos = self._view.check_pick(action, self._picked)
-        self._picks.append(pos)
-        self._picked[pos] = True
-        self._view.pick(pos)
+        self._picks.append(self._view.pick(action, self._picked))
         if len(self._picks) < self.budget:
             return self.observation(), 0.0, False, False, self._get_info(reward_terms={})
         return self._begin_close(self._view.rows[self._picks])
@@ -275,7 +278,7 @@ class MultimodalALEnv(gym.Env):
                 f"{len(self._picks)} candidate(s) already picked this round through step(); "
                 f"finish the round with step() before calling label()"
             )
-        rows = check_label_rows(rows, self.budget, self._pool, self._labeled)
+        rows = check_label_rows(rows, self.budget, self.dataset, self._labeled)
         return self._begin_close(rows)
 
     def finish(self, fit: FitStats, alphas: torch.Tensor | None = None):
@@ -306,7 +309,8 @@ class MultimodalALEnv(gym.Env):
         return torch.as_tensor(np.flatnonzero(self._labeled), device=self.device)
 
     def _fit_request(self) -> FitRequest:
-        """Step 1's inputs (draws the fit seed)."""
+        """Step 1's inputs (draws the fit seed); the learner trains on known labels only."""
+        check_rows_labeled(self.dataset, self.labeled_rows)
         return FitRequest(self.learner, self.data.features, self.data.labels, self._labeled_rows(),
                           self._weights, self._draw_seed())
 
@@ -327,7 +331,7 @@ class MultimodalALEnv(gym.Env):
     def _score(self, fit: FitStats, alphas: torch.Tensor | None = None) -> None:
         """Steps 2-5 after a fit (draws the k-means seed)."""
         labeled = self._labeled_rows()
-        unlabeled = torch.as_tensor(self._pool[~self._labeled[self._pool]], device=self.device)
+        unlabeled = torch.as_tensor(self._pool[~(self._labeled | self._held)[self._pool]], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(self._draw_seed())
         timings = {} if self.profile else None
         self._result = evaluate_round(self.config, self.budget, self.learner, self.data, labeled, unlabeled,

@@ -210,12 +210,15 @@ def round_state(val_top1: float, val_nll: float, val_ece: float, balance: float,
     label_balance = float(-(share[share > 0] * share[share > 0].log()).sum() / math.log(n_classes)) if n_classes > 1 else 1.0
     contrib, gaps = contributions.float().cpu(), gaps.float().cpu()
     fused_margin = 1.0 - top2_margin(expected_probs(fused_alpha.float()))
+    pool_left = fused_alpha.shape[0] > 0
     values = [
         0.0, 0.0, labeled / max(pool, 1), val_top1, val_nll / math.log(n_classes), val_ece,
         1.0 / n_classes, balance, float(w.max()), float(w.min()), w_entropy,
         float(contrib.mean()), float(contrib.min()), float(contrib.max()),
         float(gaps.min()), float(gaps.max()), float((counts > 0).float().mean()), label_balance,
-        float(fused_margin.mean()), float(fused_uncertainty(fused_alpha.float()).mean()),
+        # an empty pool (a protocol that labeled all of it) has no mean: 0
+        float(fused_margin.mean()) if pool_left else 0.0,
+        float(fused_uncertainty(fused_alpha.float()).mean()) if pool_left else 0.0,
         loss_slope, math.log1p(grad_norm),
     ]
     return torch.tensor(values, dtype=torch.float32).clamp(-clip, clip)
@@ -258,8 +261,9 @@ class CandidateView:
     def check_pick(self, action, picked: np.ndarray) -> int:
         """``action`` as a candidate position, or one ValueError saying why it cannot be picked."""
         a = np.asarray(action)
-        if a.size != 1 or not (np.issubdtype(a.dtype, np.integer) or
-                               (np.issubdtype(a.dtype, np.floating) and float(a) == int(a))):
+        whole = a.size == 1 and (np.issubdtype(a.dtype, np.integer) or (
+            np.issubdtype(a.dtype, np.floating) and math.isfinite(float(a)) and float(a).is_integer()))
+        if not whole:  # NaN, inf, 1.5, strings, None, several values
             raise ValueError(f"action must be one integer candidate position, got {action!r}")
         pos = int(a.reshape(()))
         if not 0 <= pos < picked.shape[0]:
@@ -280,12 +284,16 @@ class CandidateView:
         covered = self.cluster_labeled[clusters] + self.picked_per_cluster[clusters]
         return np.clip(covered / np.maximum(self.cluster_labeled[clusters] + self.cluster_size[clusters], 1), 0, 1)
 
-    def pick(self, pos: int) -> None:
-        """A pick changes only its picked flag and the coverage of its cluster's candidates."""
+    def pick(self, action, picked: np.ndarray) -> int:
+        """Pick ``action`` (checked by :meth:`check_pick`), set its flag in ``picked``; returns its
+        position. A pick changes only its picked flag and the coverage of its cluster's candidates."""
+        pos = self.check_pick(action, picked)
+        picked[pos] = True
         self.picked_per_cluster[self.cluster[pos]] += 1.0
         self.candidates[pos, PICKED_COLUMN] = 1.0
         same = np.flatnonzero(self.cluster == self.cluster[pos])
         self.candidates[same, COVERAGE_COLUMN] = self.coverage(self.cluster[same])
+        return pos
 
     def action_mask(self, picked: np.ndarray) -> np.ndarray:
         """1 where a candidate exists and was not picked this round."""
@@ -326,6 +334,26 @@ def round_info(result, view: CandidateView, round_: int, n_labeled: int, action_
         info[f"contribution_{m}"] = result.contributions[m]
     for m, w in zip(modalities, result.weights_list):
         info[f"weight_{m}"] = w
+        info[f"fused_{m}"] = float(w > 0)
+    info["fusion_subset"] = tuple(m for m, w in zip(modalities, result.weights_list) if w > 0)
     if labeled_rows is not None:
         info["labeled_rows"] = np.array(labeled_rows)
     return info
+
+
+def render_ansi(dataset, protocol, round_: int, n_labeled: int, n_picks: int, result) -> str:
+    """The ``render_mode="ansi"`` text of a round: labels, val/test top-1, weights, contributions."""
+    r = result
+    lines = [
+        f"{dataset.name}: round {round_}/{protocol.rounds}, "
+        f"{n_labeled} labeled, picks {n_picks}/{protocol.per_round}",
+        f"  val top-1 {r.val.top1:.3f} (" + ", ".join(f"{m} {v:.3f}" for m, v in r.val.top1_modality.items())
+        + f"), test top-1 {r.test.top1:.3f}",
+        "  weights " + ", ".join(f"{m} {w:.2f}" for m, w in zip(dataset.modalities, r.weights_list))
+        + "; contributions " + ", ".join(f"{m} {c:+.3f}" for m, c in r.contributions.items())
+        + f"; balance {r.balance:.2f}",
+    ]
+    encoders = dataset.meta.get("encoders")
+    if encoders:
+        lines.append("  encoders " + ", ".join(f"{m}: {e}" for m, e in encoders.items()))
+    return "\n".join(lines)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -50,3 +52,27 @@ PROTOCOLS: dict[str, Protocol] = {
     "kinetics_sound": Protocol(initial_labels=1000, per_round=1000, rounds=6),
     "vggsound": Protocol(initial_labels=2000, per_round=2000, rounds=6),
 }
+
+
+INITIAL_SETS = ("random", "stratified")
+"""How an episode's initial labeled rows are drawn (:func:`initial_rows`)."""
+
+
+def initial_rows(rng: np.random.Generator, pool: np.ndarray, pool_labels: np.ndarray, n: int,
+                 kind: str = "random") -> np.ndarray:
+    """An episode's initial labeled rows: ``n`` distinct rows of ``pool`` drawn with ``rng``.
+
+    ``"random"`` (the paper's protocols): uniformly. ``"stratified"``: one row of each class
+    first (of ``n`` classes drawn at random when ``n`` is below the class count), then the rest
+    uniformly, so that no class starts unseen (on a 68-class set, 136 uniform draws left 6
+    classes without a label). It reads the pool's labels, as a seed set that annotators
+    collect class by class would.
+    """
+    if kind == "random":
+        return rng.choice(pool, n, replace=False)
+    if kind != "stratified":
+        raise ValueError(f"initial={kind!r} is not allowed; initial must be one of {list(INITIAL_SETS)}")
+    classes = rng.permutation(np.unique(pool_labels))[:n]
+    first = np.array([rng.choice(pool[pool_labels == c]) for c in classes], dtype=pool.dtype)
+    rest = rng.choice(np.setdiff1d(pool, first), n - first.size, replace=False)
+    return np.concatenate([first, rest])

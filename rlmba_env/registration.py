@@ -11,6 +11,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from rlmba_env.checks import check_seed
 from rlmba_env.data.cache import default_data_root, is_cache
 from rlmba_env.data.dataset import load_dataset
 from rlmba_env.data.synthetic import make_synthetic
@@ -42,6 +43,7 @@ def make_avdigits_env(image_noise: float = 0.5, dataset_seed: int = 0, **kwargs)
     """AV-Digits (embedded): real digit images (noisy by ``image_noise``) + spoken digits."""
     from rlmba_env.data.avdigits import load_avdigits
 
+    dataset_seed = check_seed("dataset_seed", dataset_seed)  # named as the user passes it
     protocol, kwargs = _split_protocol("avdigits", kwargs)
     return MultimodalALEnv(load_avdigits(image_noise=image_noise, seed=dataset_seed), protocol, **kwargs)
 

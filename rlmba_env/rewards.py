@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rlmba_env.checks import fail
 from rlmba_env.config import EnvConfig
 from rlmba_env.data.cache import default_data_root
 
@@ -41,6 +43,16 @@ def round_reward(config: EnvConfig, result: RoundResult, top1_before: float,
     return result.val.top1, {"top1": result.val.top1}
 
 
+def check_reference_strategies(names: tuple[str, ...]) -> None:
+    """Every name of ``EnvConfig.reference_strategies`` is a registered strategy, checked when
+    the env is built (not at the first reset of a ``relative`` episode)."""
+    from rlmba_env.strategies import STRATEGIES
+
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        fail("reference_strategies", names, f"strategy names from {sorted(STRATEGIES)} (unknown: {unknown})")
+
+
 def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:
     """Everything the reference curve depends on; its hash names the cache file."""
     cfg = env.config
@@ -58,7 +70,29 @@ def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:
         # q ranks the reference strategy rlmba-score (the candidate set does not matter to
         # strategies, which label from the whole pool)
         "score": cfg.score,
+        "initial": cfg.initial,
+        "fusion_subset": cfg.fusion_subset,
     }
+
+
+def read_reference_curve(path: Path, length: int) -> tuple[np.ndarray | None, str | None]:
+    """The curve cached in ``path`` and None, or None and what is wrong with the file (not
+    JSON, no ``curve``, not ``length`` top-1 values in [0, 1]): a damaged cache is recomputed,
+    never turned into NaN rewards or an ``IndexError`` mid-episode."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"is unreadable ({type(e).__name__}: {e})"
+    raw = data.get("curve") if isinstance(data, dict) else None
+    try:
+        curve = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        curve = None
+    if curve is None or curve.shape != (length,):
+        return None, f"holds no curve of {length} values (rounds + 1)"
+    if not (np.isfinite(curve) & (curve >= 0) & (curve <= 1)).all():
+        return None, "holds values outside [0, 1] (NaN or damaged)"
+    return curve, None
 
 
 def reference_curve(env: MultimodalALEnv, episode_seed: int) -> np.ndarray:
@@ -71,7 +105,10 @@ def reference_curve(env: MultimodalALEnv, episode_seed: int) -> np.ndarray:
     cache_dir = Path(cache) if cache else default_data_root() / "reference"
     path = cache_dir / f"{key}.json"
     if path.is_file():
-        return np.asarray(json.loads(path.read_text())["curve"], dtype=np.float64)
+        curve, problem = read_reference_curve(path, env.protocol.rounds + 1)
+        if problem is None:
+            return curve
+        warnings.warn(f"reference cache {path} {problem}; recomputing it", stacklevel=3)
 
     # the same env with the gain reward (a relative reward would need this very curve)
     twin = type(env)(env.dataset, env.protocol, replace(env.config, reward="gain", render_mode=None))

@@ -18,17 +18,20 @@ import numpy as np
 import torch
 
 from rlmba_env.chunked import nearest_sq
+from rlmba_env.data.dataset import MultimodalDataset
 from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.observation import candidate_features, round_state
-from rlmba_env.selection.amcb import amcb_weights
-from rlmba_env.selection.portfolio import candidate_set, proposals
+from rlmba_env.resume import check_rows_labeled
+from rlmba_env.selection.amcb import amcb_weights, fusion_subset
+from rlmba_env.selection.portfolio import PROPOSERS, candidate_set, proposals
 from rlmba_env.selection.score import variant_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
 
 if TYPE_CHECKING:
     from rlmba_env.config import EnvConfig
     from rlmba_env.device import DeviceData
+
 
 @dataclass
 class SplitMetrics:
@@ -124,9 +127,10 @@ class PoolState:
                    fusion=learner.config.fusion)
 
 
-def check_label_rows(rows, budget: int, pool: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+def check_label_rows(rows, budget: int, dataset: MultimodalDataset, labeled: np.ndarray) -> np.ndarray:
     """``rows`` chosen outside the env to close a round, as an array: ``budget`` distinct
-    integer rows of ``pool`` not yet ``labeled``; else one ValueError naming the bad row."""
+    integer rows of the ``dataset``'s pool not yet ``labeled``, each with a known label; else one
+    ValueError naming the bad row."""
     rows = np.asarray(rows)
     if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
         raise ValueError(f"rows must be a 1-D sequence of integer row indices, got {rows.dtype} {rows.shape}")
@@ -134,12 +138,13 @@ def check_label_rows(rows, budget: int, pool: np.ndarray, labeled: np.ndarray) -
         raise ValueError(f"label() needs exactly per_round={budget} rows, got {rows.size}")
     if np.unique(rows).size != rows.size:
         raise ValueError("label() got the same row more than once")
-    in_pool = np.isin(rows, pool)
+    in_pool = np.isin(rows, dataset.splits["pool"])
     if not in_pool.all():
         raise ValueError(f"row {int(rows[~in_pool][0])} is not in the dataset's pool split")
     already = labeled[rows]
     if already.any():
         raise ValueError(f"row {int(rows[already][0])} is already labeled")
+    check_rows_labeled(dataset, rows)
     return rows
 
 
@@ -162,6 +167,19 @@ def loss_slope(losses: list[float], window: int = 10) -> float:
     w = min(window, len(losses) - 1)
     before, after = losses[-1 - w], losses[-1]
     return (after - before) / max(abs(before), 1e-8)
+
+
+def fusion_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor, fusion: str,
+                   tau: float, epsilon: float, select: bool = True, tolerance: float = 0.0) -> torch.Tensor:
+    """Step 2, AMCB: modality weights ``(M,)`` from the gap between each modality alone and the
+    fused model (under the previous ``weights``) on ``val``; with ``select``, zero outside the
+    best nested subset of modalities on ``val`` (:func:`fusion_subset`) and renormalised."""
+    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
+    w = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels), tau=tau, epsilon=epsilon)
+    if not select:
+        return w
+    w = w * fusion_subset(val_alphas, val_labels, w, fusion, tolerance)
+    return w / w.sum()
 
 
 class _Clock:
@@ -237,11 +255,9 @@ def evaluate_round(
         val_alphas, test_alphas, pool_alphas = alphas[:, val_rows], alphas[:, test_rows], alphas[:, unlabeled_rows]
     clock("infer_s")
 
-    # Step 2, AMCB: weights from the gap between each modality alone and the fused model.
     val_labels = labels[val_rows]
-    unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
-    weights = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels),
-                           tau=config.tau, epsilon=config.epsilon).to(labels.device)
+    weights = fusion_weights(val_alphas, val_labels, weights, fusion, config.tau, config.epsilon,
+                             select=config.fusion_subset).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)
@@ -249,22 +265,32 @@ def evaluate_round(
     # Steps 3-5 on the unlabeled pool.
     fused_alpha = fuse(pool_alphas, weights, fusion)
 
-    x_pool = diversity.fused(weights, unlabeled_rows)
-    x_labeled = diversity.fused(weights, labeled_rows)
-    k = min(budget, x_pool.shape[0])
-    centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
-    _, labeled_assign = diversity.nearest(x_labeled, centroids)
-    cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
-    cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
-    labeled_distance = nearest_sq(x_pool, x_labeled)[0].sqrt_()
-    clock("cluster_s")
+    n_pool = unlabeled_rows.shape[0]
+    if n_pool:
+        x_pool = diversity.fused(weights, unlabeled_rows)
+        x_labeled = diversity.fused(weights, labeled_rows)
+        k = min(budget, n_pool)
+        centroids, distance, assign = diversity.kmeans(x_pool, k, generator, config.kmeans_iterations)
+        _, labeled_assign = diversity.nearest(x_labeled, centroids)
+        cluster_labeled = torch.bincount(labeled_assign, minlength=k).to(torch.float32)
+        cluster_size = torch.bincount(assign, minlength=k).to(torch.float32)
+        labeled_distance = nearest_sq(x_pool, x_labeled)[0].sqrt_()
+        clock("cluster_s")
 
-    q = variant_score(config.score, pool_alphas, weights, config.beta, distance, labeled_distance)
-    # The proposers' batches (drawn after k-means, so the score's draws do not depend on them)
-    proposed = proposals(budget, q, fused_alpha, pool_alphas, weights, x_pool, x_labeled, distance,
-                         assign, generator)
-    del x_pool, x_labeled
-    top, flags = candidate_set(config.candidates, config.candidate_count(per_round), q, proposed)
+        q = variant_score(config.score, pool_alphas, weights, config.beta, distance, labeled_distance)
+        # The proposers' batches (drawn after k-means, so the score's draws do not depend on them)
+        proposed = proposals(budget, q, fused_alpha, pool_alphas, weights, x_pool, x_labeled, distance,
+                             assign, generator)
+        del x_pool, x_labeled
+        top, flags = candidate_set(config.candidates, config.candidate_count(per_round), q, proposed)
+    else:
+        # A protocol may label the whole pool: after its last round nothing is left to score,
+        # and the round still reports its metrics and an empty candidate set.
+        q = distance = labeled_distance = torch.zeros(0, device=labels.device)
+        assign = top = torch.zeros(0, dtype=torch.long, device=labels.device)
+        cluster_labeled = cluster_size = torch.zeros(0, device=labels.device)
+        flags = torch.zeros(0, len(PROPOSERS), device=labels.device)
+        clock("cluster_s")
 
     cand_features = candidate_features(top, flags, pool_alphas, fused_alpha, weights, q, distance,
                                        labeled_distance)

@@ -1,9 +1,17 @@
 """Small, fast fixtures shared by the tests."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from rlmba_env.data.synthetic import make_synthetic
+
+# Scripts run as a user runs them import this checkout's packages, not the copy that the
+# virtualenv's editable install points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                          os.environ.get("PYTHONPATH")]))
 
 # A learner that trains in a few milliseconds: the tests check mechanics, not accuracy.
 FAST_LEARNER = {"epochs": 30, "warm_epochs": 10, "hidden": 16}

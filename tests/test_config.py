@@ -43,3 +43,8 @@ def test_a_bad_setting_raises_one_error_naming_it_and_its_value(name, value):
 def test_relative_reward_needs_a_reference_strategy():
     with pytest.raises(ValueError, match="reference_strategies"):
         EnvConfig(reward="relative", reference_strategies=())
+
+
+def test_a_positional_config_that_is_not_an_env_config_is_refused(small_dataset):
+    with pytest.raises(TypeError, match="config must be an EnvConfig"):
+        MultimodalALEnv(small_dataset, PROTOCOL, {"epochs": 3})

@@ -117,8 +117,8 @@ def test_cache_with_nan_features_is_rejected(tmp_path):
 
 def test_cache_with_out_of_range_labels_is_rejected(tmp_path):
     with tampered(tmp_path, "targets.npz") as targets:
-        targets["labels"][0] = -1
-    with pytest.raises(DatasetError, match=r"labels \(cache .*\)\[0\] = -1"):
+        targets["labels"][0] = -2  # -1 is allowed: it marks an unlabeled row
+    with pytest.raises(DatasetError, match=r"labels \(cache .*\)\[0\] = -2"):
         load_dataset(tmp_path / "c")
 
 

@@ -285,3 +285,37 @@ def test_round_callbacks_see_every_closed_round_from_step_and_label(env):
         obs, *_ = env.step(env.action_space.sample())
     env.label(np.setdiff1d(env.dataset.splits["pool"], env.labeled_rows)[:env.budget])
     assert seen == [1, 2]
+
+
+def test_stratified_initial_set_holds_every_class(small_dataset):
+    env = MultimodalALEnv(small_dataset, {"initial_labels": 6, "per_round": 4, "rounds": 1},
+                          learner={"epochs": 2, "hidden": 4}, initial="stratified")
+    for seed in range(5):
+        env.reset(seed=seed)
+        assert len(env.labeled_rows) == 6
+        assert set(small_dataset.labels[env.labeled_rows].tolist()) == set(range(small_dataset.n_classes))
+    assert env.describe()["initial"] == "stratified"
+
+
+def test_stratified_initial_set_same_seed_same_rows(small_dataset):
+    env = MultimodalALEnv(small_dataset, {"initial_labels": 3, "per_round": 4, "rounds": 1},
+                          learner={"epochs": 2, "hidden": 4}, initial="stratified")
+    env.reset(seed=4)
+    first = env.labeled_rows.copy()
+    # fewer labels than classes: one row of each of 3 different classes
+    assert len(set(small_dataset.labels[first].tolist())) == 3
+    env.reset(seed=4)
+    np.testing.assert_array_equal(env.labeled_rows, first)
+
+
+def test_unknown_initial_set_raises(small_dataset):
+    with pytest.raises(ValueError, match="initial must be one of"):
+        MultimodalALEnv(small_dataset, {"initial_labels": 6, "per_round": 4, "rounds": 1}, initial="balanced")
+
+
+def test_info_names_the_fused_subset(env):
+    _, info = env.reset(seed=0)
+    assert set(info["fusion_subset"]) <= set(env.modalities) and info["fusion_subset"]
+    for m in env.modalities:
+        assert info[f"fused_{m}"] == float(m in info["fusion_subset"])
+        assert (info[f"weight_{m}"] > 0) == (m in info["fusion_subset"])

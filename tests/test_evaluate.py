@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -89,3 +90,34 @@ def test_rlmba_evaluate_command_runs_the_same_harness(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "episodes" / "random__seed0.csv").is_file()
+
+
+def test_repeated_seeds_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"--seeds must be distinct.*1 repeated"):
+        evaluate(_args(tmp_path, seeds=(1, 1)))
+    assert not any(tmp_path.iterdir())
+
+
+def test_rerun_into_the_same_folder_with_other_env_kwargs_is_refused(tmp_path):
+    evaluate(_args(tmp_path, agents=("random",), seeds=(0,)))
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    other = Args(env_id="RLMBA-Synthetic-v0", env_kwargs=json.dumps({**TINY_ENV, "rounds": 3}), agents=("random",),
+                 seeds=(0,), out_dir=str(tmp_path), bootstrap_reps=200)
+    with pytest.raises(ValueError, match=r"another configuration.*env_kwargs.*\"rounds\": 3"):
+        evaluate(other)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_summary_is_titled_by_dataset_and_csv_columns_are_integers(tmp_path):
+    out = evaluate(_args(tmp_path, agents=("random",), seeds=(0,)))
+    assert (out / "summary.md").read_text().startswith("# synthetic: ")
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["seed"], r["round"], r["labeled"]) for r in rows] == [("0", "0", "6"), ("0", "1", "9"), ("0", "2", "12")]
+
+
+def test_summary_intervals_are_the_same_on_every_rebuild():
+    from agents.summary import iqm_intervals
+
+    scores = {"a": np.array([0.1, 0.2, 0.3, 0.5, 0.4]), "b": np.array([0.3, 0.2, 0.6, 0.5, 0.4])}
+    assert iqm_intervals(scores, reps=300) == iqm_intervals(scores, reps=300)

@@ -158,3 +158,49 @@ def test_state_dict_round_trip_reproduces_predictions(problem):
 def test_unknown_fusion_in_config_raises():
     with pytest.raises(ValueError, match="efda"):
         LearnerConfig(fusion="mean")
+
+
+def _fused_and_single_top1(dataset, modalities, seed=0):
+    """Fused val/test top-1 under the round's weights (AMCB within the best val subset), and
+    each modality head's, of a learner fitted on 40 labeled pool rows of ``modalities``."""
+    from rlmba_env.round import fusion_weights
+
+    features = {m: torch.as_tensor(dataset.features[m]) for m in modalities}
+    labels = torch.as_tensor(dataset.labels)
+    learner = EvidentialLearner({m: dataset.feature_dims[m] for m in modalities}, dataset.n_classes,
+                                LearnerConfig(epochs=60, hidden=16))
+    equal = torch.full((len(modalities),), 1.0 / len(modalities))
+    learner.fit(features, labels, torch.as_tensor(dataset.splits["pool"][:40]), equal, seed=seed)
+    alphas = learner.predict(features)
+    val, test = torch.as_tensor(dataset.splits["val"]), torch.as_tensor(dataset.splits["test"])
+    weights = fusion_weights(alphas[:, val], labels[val], equal, "efda", tau=0.1, epsilon=0.05)
+    out = {}
+    for split, rows in (("val", val), ("test", test)):
+        a, y = alphas[:, rows], labels[rows]
+        out[split] = float((fuse(a, weights, "efda").argmax(-1) == y).float().mean())
+        out[split + "_single"] = [float((am.argmax(-1) == y).float().mean()) for am in a]
+    return out
+
+
+@pytest.fixture
+def signal_and_noise():
+    """m0 carries all the class signal, m1 is pure noise."""
+    from rlmba_env.data.synthetic import make_synthetic
+
+    return make_synthetic(n_samples=500, n_classes=4, dims=(8, 8), informativeness=(1.0, 0.0),
+                          val_per_class=25, seed=1)
+
+
+def test_adding_a_pure_noise_modality_does_not_lower_fused_top1(signal_and_noise, one_torch_thread):
+    alone = _fused_and_single_top1(signal_and_noise, ("m0",))
+    with_noise = _fused_and_single_top1(signal_and_noise, ("m0", "m1"))
+    for split in ("val", "test"):
+        one_sample = 1.0 / len(signal_and_noise.splits[split])
+        assert with_noise[split] >= alone[split] - one_sample - 1e-9, (split, with_noise, alone)
+
+
+def test_fused_matches_the_modality_that_carries_all_the_signal(signal_and_noise, one_torch_thread):
+    out = _fused_and_single_top1(signal_and_noise, ("m0", "m1"))
+    for split in ("val", "test"):
+        one_sample = 1.0 / len(signal_and_noise.splits[split])
+        assert out[split] >= out[split + "_single"][0] - one_sample - 1e-9, (split, out)

@@ -10,7 +10,7 @@ import pytest
 
 import rlmba_env  # noqa: F401
 from raw_fixtures import make_audiovisual, make_food101, truncate
-from rlmba_env.cli import main
+from agents.cli import main
 from rlmba_env.data import prepare as prepare_module
 from rlmba_env.data.cache import is_cache
 from rlmba_env.data.dataset import load_dataset
@@ -235,7 +235,24 @@ def test_val_is_stratified_and_leaves_each_class_in_the_pool():
 
 
 def test_prepare_help_runs_as_a_command():
-    out = subprocess.run([sys.executable, "-m", "rlmba_env.cli", "prepare", "--help"],
+    out = subprocess.run([sys.executable, "-m", "agents.cli", "prepare", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert "--raw DIR" in out.stdout and "kinetics_sound" in out.stdout and "--overwrite" in out.stdout
+
+
+def test_val_per_class_that_would_leave_a_tiny_pool_is_refused(tmp_path, food_raw):
+    with pytest.raises(PrepareError, match=r"--val-per-class 100 would leave 3 pool rows against \d+ val rows"):
+        _prepare("food101", food_raw, tmp_path / "food101", val_per_class=100)
+    assert not (tmp_path / "food101").exists()
+
+
+def test_damaged_shard_names_the_file_and_the_ways_out(tmp_path, food_raw):
+    out = tmp_path / "food101"
+    _prepare("food101", food_raw, out, keep_work=True)
+    (shard,) = [p for p in (work_dir(out) / "train" / "image").glob("*.npz")][:1]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(PrepareError, match=rf"{shard}.*is damaged.*delete that file.*--fresh"):
+        _prepare("food101", food_raw, out, overwrite=True)
+    shard.unlink()
+    assert is_cache(_prepare("food101", food_raw, out, overwrite=True))

@@ -31,7 +31,7 @@ def test_amcb_rejects_non_positive_temperature():
 
 
 def test_fusion_with_amcb_weights_is_not_worse_than_the_best_modality():
-    """DESIGN.md: with a near-useless image modality (noise 1.0), equal-weight fusion can fall
+    """docs/design.md: with a near-useless image modality (noise 1.0), equal-weight fusion can fall
     below audio alone; the AMCB-weighted fused opinion must not."""
     ds = load_avdigits(image_noise=1.0)
     x = {m: torch.as_tensor(v) for m, v in ds.features.items()}

@@ -2,6 +2,7 @@
 hyperparameter files and command-line precedence; transfer between datasets."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
+import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlmba_env  # noqa: F401
@@ -79,19 +81,36 @@ def test_train_ppo_maskable_set_policy_logs_checkpoints_and_evaluates(maskable_r
     assert isinstance(model.policy, MaskableSetPolicy) and model.num_timesteps == 16
 
 
-def test_train_ppo_resume_continues_the_step_count(maskable_run, tmp_path):
-    from sb3_contrib import MaskablePPO
-
+@pytest.fixture(scope="module")
+def resumed_run(maskable_run, tmp_path_factory):
+    """maskable_run's checkpoint at step 8 resumed for 8 more steps."""
+    logs = tmp_path_factory.mktemp("resumed")
     out = run_script("train_ppo.py", "--env-id", "RLMBA-Synthetic-v0", "--env-kwargs", json.dumps(SYNTHETIC),
                      "--resume", maskable_run / "checkpoints" / "model_8_steps.zip", "--total-timesteps", 8,
-                     "--eval-episodes", 0, "--checkpoint-freq", 0, "--log-dir", tmp_path, "--no-progress-bar",
-                     cwd=tmp_path)
+                     "--eval-episodes", 0, "--checkpoint-freq", 0, "--log-dir", logs, "--no-progress-bar",
+                     cwd=logs)
     assert "from step 8" in out.stdout
-    run = only_run(tmp_path, "RLMBA-Synthetic-v0__maskable_ppo__1__*")
-    assert MaskablePPO.load(run / "model.zip").num_timesteps == 16
-    events = EventAccumulator(str(run))
+    return only_run(logs, "RLMBA-Synthetic-v0__maskable_ppo__1__*")
+
+
+def test_train_ppo_resume_continues_the_step_count(resumed_run):
+    from sb3_contrib import MaskablePPO
+
+    assert MaskablePPO.load(resumed_run / "model.zip").num_timesteps == 16
+    events = EventAccumulator(str(resumed_run))
     events.Reload()
     assert events.Scalars("test/top1")[0].step > 8  # the step axis continues from the checkpoint
+
+
+def test_train_ppo_resume_continues_the_episode_sequence_instead_of_replaying_it(maskable_run, resumed_run):
+    from sb3_contrib import MaskablePPO
+
+    def position(path):
+        return MaskablePPO.load(path).episode_positions
+
+    # the resumed run played the uninterrupted run's episodes 3 and 4 and stops where it stopped
+    assert position(resumed_run / "model.zip") == position(maskable_run / "model.zip")
+    assert position(maskable_run / "checkpoints" / "model_8_steps.zip") != position(maskable_run / "model.zip")
 
 
 def test_train_ppo_plain_ppo_with_set_policy_in_subprocess_envs(tmp_path):
@@ -152,22 +171,26 @@ def test_yaml_hyperparameters_apply_and_command_line_flags_win(tmp_path):
         resolve(Args(env_id="RLMBA-Synthetic-v0"), path, DEFAULTS)
 
 
-def test_packaged_hyperparameter_files_match_the_scripts():
+def test_packaged_hyperparameter_files_hold_only_what_differs_from_the_scripts_defaults():
     from agents import train_pg, train_ppo
-    from agents.hyperparams import hyperparams_file, resolve
+    from agents.hyperparams import hyperparams_file, load_section, resolve
 
+    for agent, defaults in (("maskable_ppo", train_ppo.DEFAULTS), ("ppo", train_ppo.DEFAULTS),
+                            ("reinforce", train_pg.DEFAULTS)):
+        for env_id in ("default", "RLMBA-AVDigits-v0", "RLMBA-Synthetic-v0"):
+            section = load_section(hyperparams_file(agent), env_id)
+            assert all(section[k] != defaults[k] for k in section if k in defaults), (agent, env_id, section)
     for algo in ("maskable_ppo", "ppo"):
         args, origin = resolve(train_ppo.Args(algo=algo), hyperparams_file(algo), train_ppo.DEFAULTS)
-        assert args.total_timesteps == 10_000 and args.policy == "set"
-        assert origin["n_steps"] == "yaml" and args.n_steps == train_ppo.DEFAULTS["n_steps"]
+        assert args.total_timesteps == 10_000 and args.policy == "set" and origin["n_steps"] == "default"
     args, _ = resolve(train_pg.Args(), hyperparams_file("reinforce"), train_pg.DEFAULTS)
     assert args.learning_rate == train_pg.DEFAULTS["learning_rate"]
 
 
 def test_set_policy_transfers_from_synthetic_to_avdigits_and_other_candidate_counts(maskable_run):
-    from agents.transfer import load_agent, transfer
+    from agents.transfer import load_policy, transfer
 
-    agent = load_agent(maskable_run / "model.zip")
+    agent = load_policy(maskable_run / "model.zip")
     avdigits = gym.make("RLMBA-AVDigits-v0", **PROTOCOL)
     (result,) = transfer(agent, avdigits, [10_000])
     assert result.labeled == [10, 12, 14] and 0.0 <= result.final_top1 <= 1.0
@@ -181,13 +204,13 @@ def test_set_policy_transfers_from_synthetic_to_avdigits_and_other_candidate_cou
 
 def test_reinforce_transfers_from_avdigits_to_synthetic(tmp_path):
     from agents.reinforce import ReinforceAgent
-    from agents.transfer import load_agent, transfer
+    from agents.transfer import load_policy, transfer
 
     avdigits = gym.make("RLMBA-AVDigits-v0", **PROTOCOL)
     agent = ReinforceAgent.from_env(avdigits, seed=0)
     agent.run_episode(avdigits, learn=True, seed=0)
     agent.save(tmp_path / "agent.pt")
-    loaded = load_agent(tmp_path / "agent.pt")
+    loaded = load_policy(tmp_path / "agent.pt")
     synthetic = gym.make("RLMBA-Synthetic-v0", **SYNTHETIC)
     frozen = transfer(loaded, synthetic, [10_000, 10_001])
     online = transfer(loaded, synthetic, [10_000])
@@ -200,3 +223,43 @@ def test_transfer_script_compares_with_baselines(pg_run, tmp_path):
                      "--env-kwargs", json.dumps({**SYNTHETIC, "dataset": {**SYNTHETIC["dataset"], "seed": 5}}),
                      "--episodes", 1, "--online", "--baselines", cwd=tmp_path)
     assert "agent.pt" in out.stdout and "random" in out.stdout and "first (top-b by q)" in out.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--total-timesteps", "0"], "--total-timesteps 0 is not allowed: it must be an integer >= 1"),
+    (["--total-timesteps", "-5"], "--total-timesteps -5 is not allowed"),
+    (["--learning-rate", "nan"], "--learning-rate nan is not allowed: it must be a number > 0"),
+    (["--gamma", "2"], r"--gamma 2.0 is not allowed: it must be a number in \[0, 1\]"),
+    (["--n-steps", "7", "--batch-size", "3"], "leaves a minibatch of 1 sample"),
+])
+def test_train_ppo_refuses_bad_hyperparameters_naming_the_flag(tmp_path, flags, message):
+    from agents.train_ppo import Args, main
+
+    with pytest.raises(ValueError, match=message):
+        main(tyro.cli(Args, args=[*flags, "--log-dir", str(tmp_path)]))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("script", ["train_ppo", "train_pg"])
+def test_resume_from_a_missing_checkpoint_names_the_file(tmp_path, script):
+    from importlib import import_module
+
+    module = import_module(f"agents.{script}")
+    with pytest.raises(FileNotFoundError, match="--resume missing.zip: no such checkpoint file"):
+        module.main(tyro.cli(module.Args, args=["--resume", "missing.zip", "--log-dir", str(tmp_path)]))
+
+
+def test_train_ppo_says_when_it_rounds_the_step_count_up(tmp_path):
+    out = run_script("train_ppo.py", "--env-id", "RLMBA-Synthetic-v0", "--env-kwargs", json.dumps(SYNTHETIC),
+                     "--total-timesteps", 6, *QUICK, "--eval-episodes", 0, "--checkpoint-freq", 0,
+                     "--log-dir", tmp_path, "--no-progress-bar", cwd=tmp_path)
+    assert "for 8 steps (--total-timesteps 6 rounded up to whole rollouts of n_steps 8 x n_envs 1)" in out.stdout
+
+
+@pytest.mark.parametrize("script", ["train_ppo.py", "train_pg.py"])
+def test_help_shows_where_yaml_defaults_come_from_not_none(script):
+    out = subprocess.run([sys.executable, str(ROOT / "agents" / script), "--help"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0
+    assert "(default: None)" not in out.stdout and "{None}" not in out.stdout
+    assert "(default: the YAML entry, else" in out.stdout and "(default: a fresh run)" in out.stdout

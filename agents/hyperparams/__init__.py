@@ -12,13 +12,42 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import tyro
 import yaml
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent
 DICT_KEYS = ("env_kwargs", "policy_kwargs")
+
+
+def from_yaml(tp, builtin: Any):
+    """The type of a hyperparameter flag left None until :func:`resolve` fills it (the YAML
+    entry, else ``builtin``): the help says so instead of "(default: None)", and None cannot be
+    typed on the command line; booleans take ``True``/``False`` as before."""
+    return Annotated[tp | None, tyro.conf.arg(help_behavior_hint=f"(default: the YAML entry, else {builtin})"),
+                     tyro.conf.DisallowNone, tyro.conf.FlagConversionOff]
+
+
+def optional_path(metavar: str, when_unset: str = ""):
+    """A path flag that may be left unset, shown as ``--flag METAVAR`` with ``when_unset`` as
+    its default instead of "{None}|STR ... (default: None)"."""
+    return Annotated[str | None, tyro.conf.arg(metavar=metavar, help_behavior_hint=when_unset),
+                     tyro.conf.DisallowNone]
+
+
+YamlFile = optional_path("FILE")  # its docstring names the packaged file used when it is unset
+
+# Rules of check_args: (holds for an allowed value, what is allowed).
+POSITIVE_INT = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+NON_NEGATIVE_INT = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+POSITIVE = (lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+UNIT = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+UNIT_OPEN = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def hyperparams_file(agent: str) -> Path:
@@ -73,3 +102,13 @@ def resolve(args, path: str | Path, defaults: dict[str, Any]):
         values[name] = json.dumps({**base, **cli})
         origin[name] = "cli" if cli and not base else "yaml+cli" if cli else "yaml" if base else "default"
     return dataclasses.replace(args, **values), origin
+
+
+def check_args(args, rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """Raise one ``ValueError`` naming the flag, its value and what is allowed for the first
+    field of ``args`` that breaks its rule (NaN and non-numbers break every rule)."""
+    for name, (ok, allowed) in rules.items():
+        value = getattr(args, name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and ok(value)):
+            raise ValueError(f"--{name.replace('_', '-')} {value!r} is not allowed: it must be {allowed}")

@@ -45,6 +45,7 @@ import numpy as np
 from rlmba_env.data.raw import (
     IMAGE_EXTENSIONS,
     RAW_SPLITS,
+    SAMPLE_RATE,
     Decoded,
     PrepareError,
     Problem,
@@ -55,7 +56,6 @@ from rlmba_env.data.raw import (
     read_image,
 )
 
-SAMPLE_RATE = 16_000
 MIN_SECONDS = 0.1
 SILENCE_PEAK = 1e-4
 FRAME_PREFIX = "frame"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rlmba_env.checks import check_real, check_seed
 from rlmba_env.data.cache import file_sha256
 from rlmba_env.data.dataset import DatasetError, MultimodalDataset
 
@@ -173,8 +174,8 @@ def load_avdigits(
     """
     from sklearn.datasets import load_digits
 
-    if not np.isfinite(image_noise) or image_noise < 0:
-        raise ValueError(f"image_noise must be a finite value >= 0, got {image_noise}")
+    image_noise = check_real("image_noise", image_noise, low=0.0)
+    seed = check_seed("seed", seed)
     audio = load_avdigits_audio()
     digits = load_digits()
     images = (digits.data / 16.0).astype(np.float32)

@@ -32,13 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from rlmba_env.data.cache import file_sha256
-from rlmba_env.data.raw import PrepareError
+from rlmba_env.data.raw import SAMPLE_RATE, PrepareError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCHS = {"resnet18": ("IMAGENET1K_V1", 512), "resnet50": ("IMAGENET1K_V2", 2048)}
 
-SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP = 160
 N_MELS = 64

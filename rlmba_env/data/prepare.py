@@ -60,7 +60,10 @@ LISTERS = {
     "food101": "rlmba_env.data.food101:list_food101",
     "kinetics_sound": "rlmba_env.data.kinetics_sound:list_kinetics_sound",
     "vggsound": "rlmba_env.data.vggsound:list_vggsound",
+    "folder": "rlmba_env.data.folder:list_folder",
 }
+UNLABELED_LISTERS = ("folder",)
+"""readers of unlabeled data: they take the class names (``--classes``)"""
 DATASETS = tuple(LISTERS)
 PLAN_FORMAT = 1
 REPORT_FILE = "prepare_report.json"
@@ -84,6 +87,8 @@ class PrepareConfig(EncoderConfig):
     frames: int = 3
     val_per_class: float = 10
     dtype: str = "float16"
+    classes: tuple[str, ...] | None = None
+    """class names of unlabeled data (``folder``); the other datasets read theirs"""
     overwrite: bool = False
     fresh: bool = False
     keep_work: bool = False
@@ -98,11 +103,16 @@ def work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def list_raw(dataset: str, raw) -> RawListing:
+def list_raw(dataset: str, raw, classes=None) -> RawListing:
     if dataset not in LISTERS:
         raise PrepareError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    if (classes is not None) != (dataset in UNLABELED_LISTERS):
+        raise PrepareError(f"--classes is for unlabeled data ({', '.join(UNLABELED_LISTERS)}) and required there; "
+                           f"{dataset} " + ("reads its classes from the raw layout" if classes is not None else
+                                            "needs the class names"))
     module, func = LISTERS[dataset].split(":")
-    return getattr(importlib.import_module(module), func)(raw)
+    reader = getattr(importlib.import_module(module), func)
+    return reader(raw, classes) if dataset in UNLABELED_LISTERS else reader(raw)
 
 
 def carve_val(labels: np.ndarray, val_per_class: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,21 +201,36 @@ def _read_split(work: Path, split: str, modality: str, n: int, batch_size: int):
     """(features of the ok samples, ok mask, errors, notes) of one (split, modality)."""
     feats, errors, notes = [], [], []
     for j in range(math.ceil(n / batch_size)):
-        with np.load(_shard_path(work / split / modality, j), allow_pickle=False) as z:
-            feats.append(z["features"])
-            errors.extend(z["error"].tolist())
-            notes.extend(z["note"].tolist())
+        path = _shard_path(work / split / modality, j)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                feats.append(z["features"])
+                errors.extend(z["error"].tolist())
+                notes.extend(z["note"].tolist())
+        except Exception as e:  # a damaged zip or .npy header surfaces as any of a dozen types
+            raise _damaged(path, e) from e
     ok = np.array([e == "" for e in errors], dtype=bool)
     return np.concatenate(feats), ok, errors, notes
 
 
 # -- the work directory ----------------------------------------------------------------------
+def _damaged(path: Path, error: Exception) -> PrepareError:
+    """The error for a damaged file of the work directory: what, and the two ways out."""
+    return PrepareError(
+        f"{path} in prepare's work directory is damaged ({type(error).__name__}: {error}); delete "
+        f"that file and rerun the same command to redo only its part, or rerun with --fresh to start over"
+    )
+
+
 def _open_work(work: Path, plan: dict, fresh: bool) -> None:
     plan_file = work / "plan.json"
     if work.exists() and fresh:
         shutil.rmtree(work)
     if plan_file.is_file():
-        old = json.loads(plan_file.read_text())
+        try:
+            old = json.loads(plan_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _damaged(plan_file, e) from e
         if old != plan:
             diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
             raise PrepareError(
@@ -225,8 +250,11 @@ def _fit_encoder(cfg: PrepareConfig, work: Path, modality: str, encoder, inputs:
     """Fit (or reload the fit of) an encoder that learns from the train split, e.g. TF-IDF."""
     path = work / f"{modality}.encoder.pkl"
     if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f)  # written by this function in an earlier, interrupted run
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f)  # written by this function in an earlier, interrupted run
+        except Exception as e:  # a truncated pickle raises EOFError, UnpicklingError, ...
+            raise _damaged(path, e) from e
     stream = _Stream(inputs, decoder, encoder.preprocessor)
     texts = [x for x, err, _ in (stream[i] for i in range(len(stream))) if not err]
     if not texts:
@@ -291,7 +319,7 @@ def prepare(config: PrepareConfig) -> Path:
     _check_out(out, cfg.overwrite)
     device = _resolve_device(cfg.device)
 
-    listing = list_raw(cfg.dataset, raw)
+    listing = list_raw(cfg.dataset, raw, cfg.classes)
     t_listed = time.perf_counter()
     report = {
         "dataset": cfg.dataset, "raw": str(raw), "layout": listing.layout, "cache": str(out),
@@ -300,7 +328,7 @@ def prepare(config: PrepareConfig) -> Path:
         "warnings": list(listing.warnings),
     }
     for s in RAW_SPLITS:
-        if not listing.splits[s]:
+        if not listing.splits[s] and not (listing.unlabeled and s == "test"):
             problems = [p for p in listing.problems if p.split == s]
             _fail_empty(work, {**report, "skipped": [p.to_json() for p in listing.problems]},
                         f"{cfg.dataset}: the {s} split would be empty: no usable sample listed under {raw}"
@@ -338,6 +366,9 @@ def prepare(config: PrepareConfig) -> Path:
     kept_ids: dict[str, list[str]] = {}
     for s in RAW_SPLITS:
         samples = listing.splits[s]
+        if not samples:  # an unlabeled listing's test split
+            parts[s], labels[s], kept_ids[s] = {}, np.zeros(0, np.int64), []
+            continue
         read = {m: _read_split(work, s, m, len(samples), cfg.batch_size) for m in encoders}
         keep = np.logical_and.reduce([ok for _, ok, _, _ in read.values()])
         for m, (_, ok, errors, note) in read.items():
@@ -351,7 +382,10 @@ def prepare(config: PrepareConfig) -> Path:
         kept_ids[s] = [x.id for x, k in zip(samples, keep) if k]
 
     n_train = len(labels["train"])
-    pool, val = carve_val(labels["train"], cfg.val_per_class, cfg.seed)
+    if listing.unlabeled:  # everything is to be labeled: no val to carve, no test
+        pool, val = np.arange(n_train, dtype=np.int64), np.zeros(0, np.int64)
+    else:
+        pool, val = carve_val(labels["train"], cfg.val_per_class, cfg.seed)
     test = np.arange(n_train, n_train + len(labels["test"]), dtype=np.int64)
     splits = {"pool": pool, "val": val, "test": test}
     report.update({
@@ -363,20 +397,33 @@ def prepare(config: PrepareConfig) -> Path:
         "notes": notes,
     })
     for name, idx in splits.items():
-        if len(idx) == 0:
+        if len(idx) == 0 and not (listing.unlabeled and name != "pool"):
             why = ("every train class has at most one sample, nothing to carve val from"
                    if name == "val" and n_train else "none of the listed samples could be encoded")
             _fail_empty(work, report, f"{cfg.dataset}: the {name} split would be empty ({why}; "
                                       f"{len(problems)} samples skipped: {_summarise(problems)})")
+    if len(pool) < len(val):
+        counts = np.bincount(labels["train"], minlength=len(listing.classes))
+        raise PrepareError(
+            f"{cfg.dataset}: --val-per-class {cfg.val_per_class:g} would leave {len(pool)} pool rows "
+            f"against {len(val)} val rows (train classes hold {int(counts.min())} to {int(counts.max())} "
+            f"samples, and val leaves one of each class in the pool); lower --val-per-class or give a "
+            f"fraction such as 0.1 (the encoded shards in {work} are reused)"
+        )
+    short = [c for i, c in enumerate(listing.classes)
+             if cfg.val_per_class >= 1 and 0 < (labels["train"] == i).sum() <= cfg.val_per_class]
+    if short:
+        report["warnings"].append(f"{len(short)} classes have at most --val-per-class train samples and kept "
+                                  f"only one in the pool: {short[:10]}")
     missing_classes = [c for i, c in enumerate(listing.classes) if not (labels["train"][pool] == i).any()]
-    if missing_classes:
+    if missing_classes and not listing.unlabeled:
         report["warnings"].append(f"{len(missing_classes)} classes have no pool sample: {missing_classes[:10]}")
 
     import torch
     import torchaudio
     import torchvision
 
-    features = {m: np.concatenate([parts["train"][m], parts["test"][m]]) for m in encoders}
+    features = {m: np.concatenate([parts[s][m] for s in RAW_SPLITS if parts[s]]) for m in encoders}
     if cfg.dtype == "float16":
         for m, x in features.items():
             peak = float(np.abs(x).max()) if x.size else 0.0
@@ -390,7 +437,8 @@ def prepare(config: PrepareConfig) -> Path:
         "source": {"dataset": cfg.dataset, "raw": str(raw), "layout": listing.layout},
         "splits": {"test": "official test split", "pool": "official train split minus val",
                    "val": f"stratified from train: {cfg.val_per_class:g} "
-                          f"{'per class' if cfg.val_per_class >= 1 else 'of each class'}, seed {cfg.seed}"},
+                          f"{'per class' if cfg.val_per_class >= 1 else 'of each class'}, seed {cfg.seed}"}
+        if not listing.unlabeled else {"pool": "every sample, unlabeled (-1)", "val": "empty", "test": "empty"},
         "prepare": {"rlmba": importlib.metadata.version("rlmba"), "torch": torch.__version__,
                     "torchvision": torchvision.__version__, "torchaudio": torchaudio.__version__,
                     "device": device, "batch_size": cfg.batch_size, "dtype": cfg.dtype,
@@ -417,7 +465,7 @@ def prepare(config: PrepareConfig) -> Path:
         for name, idx in splits.items():
             split_of[idx] = name
         for row, (sid, label) in enumerate(zip(kept_ids["train"] + kept_ids["test"], dataset.labels)):
-            w.writerow([row, split_of[row], sid, listing.classes[label]])
+            w.writerow([row, split_of[row], sid, listing.classes[label] if label >= 0 else ""])
     if not cfg.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return out

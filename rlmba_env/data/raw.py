@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 RAW_SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SAMPLE_RATE = 16_000
+"""Hz of every decoded audio track (the readers resample to it, the audio encoder expects it)"""
 
 
 class PrepareError(RuntimeError):
@@ -78,6 +80,8 @@ class RawListing:
     """The raw layout that was recognised, in words (recorded in meta.json)."""
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unlabeled: bool = False
+    """Every label is -1 and ``test`` is empty: data to label (``rlmba prepare folder``)."""
 
 
 def natural_key(name: str) -> list:

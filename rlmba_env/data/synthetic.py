@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlmba_env.checks import check_int, check_real, check_seed, fail
 from rlmba_env.data.dataset import MultimodalDataset
 
 
@@ -60,23 +61,25 @@ def make_synthetic(
         test_fraction: fraction of each class held out for testing.
         seed: seed of every random draw.
     """
-    if n_modalities < 2:
-        raise ValueError(f"n_modalities must be >= 2, got {n_modalities}")
-    dims_list = [int(dims)] * n_modalities if np.isscalar(dims) else [int(d) for d in dims]
+    n_samples = check_int("n_samples", n_samples, 1)
+    n_classes = check_int("n_classes", n_classes, 2)
+    n_modalities = check_int("n_modalities", n_modalities, 2)
+    dims_list = [dims] * n_modalities if np.isscalar(dims) else list(dims)
+    dims_list = [check_int("dims", d, 1) for d in dims_list]
     if informativeness is None:
         informativeness = [1.0] + [0.4] * (n_modalities - 1)
-    info = (
-        [float(informativeness)] * n_modalities
-        if np.isscalar(informativeness)
-        else [float(v) for v in informativeness]
-    )
+    info = [informativeness] * n_modalities if np.isscalar(informativeness) else list(informativeness)
+    info = [check_real("informativeness", v) for v in info]
     if len(dims_list) != n_modalities or len(info) != n_modalities:
         raise ValueError(
             f"dims ({len(dims_list)}) and informativeness ({len(info)}) need one entry per "
             f"modality ({n_modalities})"
         )
-    if not 0.0 <= difficulty_spread < 1.0:
-        raise ValueError(f"difficulty_spread must be in [0, 1), got {difficulty_spread}")
+    difficulty_spread = check_real("difficulty_spread", difficulty_spread, 0.0, 1.0, high_open=True)
+    noise = check_real("noise", noise, low=0.0)
+    val_per_class = check_int("val_per_class", val_per_class, 1)
+    test_fraction = check_real("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    seed = check_seed("seed", seed)
     if n_samples < n_classes * (val_per_class + 3):
         raise ValueError(
             f"n_samples={n_samples} is too small for {n_classes} classes with "
@@ -99,6 +102,9 @@ def make_synthetic(
         features[f"m{m}"] = x.astype(np.float32)
 
     splits = stratified_split(labels, rng, val_per_class, test_fraction)
+    if not (splits["test"].size and splits["pool"].size):
+        fail("test_fraction", test_fraction, f"large enough to hold out test rows and small enough to leave "
+                                              f"pool rows in each of {n_classes} classes of ~{n_samples // n_classes}")
     return MultimodalDataset(
         features=features,
         labels=labels.astype(np.int64),

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlmba_env.checks import check_choice, check_int, check_real, fail
 from rlmba_env.chunked import CHUNK_ROWS, column_stats
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
@@ -35,8 +36,11 @@ from rlmba_env.seeding import forked_torch_rng
 class LearnerConfig:
     """Hyperparameters of the evidential learner (defaults tuned for 20-120 labels, K = 10)."""
 
-    hidden: int = 64
-    """width of each modality's embedding"""
+    MIN_WIDTH = 64
+    """the embedding width of ``hidden=None`` for up to 32 classes"""
+
+    hidden: int | None = None
+    """width of each modality's embedding; None: ``max(64, 2 * classes)`` (see :meth:`width`)"""
     dropout: float = 0.1
     """dropout after each encoder (training only; MC-dropout strategies reuse it)"""
     epochs: int = 100
@@ -59,10 +63,31 @@ class LearnerConfig:
     """weight of the EDL loss on the fused opinion, next to the per-modality losses"""
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSION_METHODS:
-            raise ValueError(f"LearnerConfig.fusion={self.fusion!r}; choose one of {list(FUSION_METHODS)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"LearnerConfig.batch_size={self.batch_size}; use a positive int or None (full batch)")
+        """Check every field once; one ValueError names the first bad one."""
+        name = "LearnerConfig.{}".format
+        if self.hidden is not None:  # None: max(64, 2 * classes), see width()
+            self.hidden = check_int(name("hidden"), self.hidden, 1)
+        self.dropout = check_real(name("dropout"), self.dropout, 0.0, 1.0, high_open=True)
+        self.epochs = check_int(name("epochs"), self.epochs, 1)
+        self.warm_epochs = check_int(name("warm_epochs"), self.warm_epochs, 1)
+        self.lr = check_real(name("lr"), self.lr, low=0.0, low_open=True)
+        self.weight_decay = check_real(name("weight_decay"), self.weight_decay, low=0.0)
+        self.kl_anneal_epochs = check_int(name("kl_anneal_epochs"), self.kl_anneal_epochs, 0)
+        if self.batch_size is not None:
+            self.batch_size = check_int(name("batch_size"), self.batch_size, 1)
+        check_choice(name("fusion"), self.fusion, FUSION_METHODS)
+        if not isinstance(self.warm_start, bool):
+            fail(name("warm_start"), self.warm_start, "True or False")
+        self.fused_loss_weight = check_real(name("fused_loss_weight"), self.fused_loss_weight, low=0.0)
+
+    def width(self, n_classes: int) -> int:
+        """The embedding width for ``n_classes`` classes: ``hidden``, or ``max(64, 2 * n_classes)``.
+
+        A 64-wide embedding is a bottleneck for many classes: on the 100-class leaves data
+        (dev suite, random sampling, 100-500 labels) widening it to 128 / 256 raised fused
+        AULC from .757 to .783 / .795 at one seed.
+        """
+        return self.hidden if self.hidden is not None else max(self.MIN_WIDTH, 2 * int(n_classes))
 
 
 @dataclass
@@ -134,7 +159,7 @@ class EvidentialLearner:
         # the caller's global RNG; fit() and reset() re-initialise from their own seeds anyway
         with self._rng(0):
             self.net = MultimodalEvidentialNet(
-                feature_dims, n_classes, hidden=self.config.hidden, dropout=self.config.dropout
+                feature_dims, n_classes, hidden=self.config.width(n_classes), dropout=self.config.dropout
             ).to(self.device)
         self.modalities = self.net.modalities
         self._fitted = False

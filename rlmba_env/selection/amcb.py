@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from rlmba_env.learner.evidential import fuse
+
 
 def amcb_weights(
     unimodal_top1: torch.Tensor, fused_top1: float, tau: float = 0.1, epsilon: float = 0.05
@@ -31,3 +33,28 @@ def amcb_weights(
     delta = unimodal_top1.to(torch.float64) - float(fused_top1)
     w = torch.softmax(delta / tau, dim=0).clamp_min(epsilon)
     return (w / w.sum()).to(unimodal_top1.dtype)
+
+
+def fusion_subset(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor, fusion: str,
+                  tolerance: float = 0.0) -> torch.Tensor:
+    """The modalities the fused opinion keeps, a boolean mask ``(M,)``: the best nested subset on ``val``.
+
+    Candidates are the ``M`` nested subsets of the modalities ordered by their own validation
+    top-1 (best first; equal top-1 keeps the modality order): the best modality alone, the best
+    two, ..., all of them. Each is fused with ``weights`` restricted to it, and the subset whose
+    fused validation top-1 is highest wins; a larger subset within ``tolerance`` of it wins over
+    a smaller one (ties go to the larger subset, since a difference of a few validation samples
+    is noise). The best modality alone is a candidate, so on ``val`` fusion never trails its
+    best modality; ``M`` fusions rather than ``2^M - 1`` subsets keep it cheap for many views.
+    """
+    n_mod = val_alphas.shape[0]
+    unimodal = (val_alphas.argmax(-1) == val_labels).to(torch.float64).mean(-1)
+    order = torch.argsort(-unimodal, stable=True)
+    masks = torch.zeros(n_mod, n_mod, dtype=torch.bool, device=val_alphas.device)
+    for k in range(n_mod):
+        masks[k, order[: k + 1]] = True
+    w = torch.as_tensor(weights, dtype=val_alphas.dtype, device=val_alphas.device)
+    top1 = torch.stack([(fuse(val_alphas, w * mask, fusion).argmax(-1) == val_labels).to(torch.float64).mean()
+                        for mask in masks])
+    best = int(torch.nonzero(top1 >= top1.max() - tolerance - 1e-12).max())  # the largest near-best subset
+    return masks[best]

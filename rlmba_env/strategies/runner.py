@@ -27,6 +27,8 @@ def round_record(info: dict[str, Any], modalities: tuple[str, ...], select_s: fl
         row[f"contribution_{m}"] = float(info[f"contribution_{m}"])
     for m in modalities:
         row[f"weight_{m}"] = float(info[f"weight_{m}"])
+    for m in modalities:
+        row[f"fused_{m}"] = float(info[f"fused_{m}"])
     return row
 
 
@@ -39,7 +41,8 @@ def run_strategy_episode(env: gym.Env, strategy: Strategy, seed: int | None, rng
     ``env.unwrapped.label(rows)`` labels. ``options`` go to ``reset`` (e.g. ``{"episode_seed": s}``
     to replay an episode by its episode seed, with ``seed=None``). Returns one dict per round, round 0 being the state
     after reset: ``round``, ``labeled``, ``test_top1``, ``val_top1``, ``balance``,
-    ``test_top1_<m>``, ``contribution_<m>`` and ``weight_<m>`` per modality, and ``select_s``, the wall-clock
+    ``test_top1_<m>``, ``contribution_<m>``, ``weight_<m>`` and ``fused_<m>`` (1 when in the fused
+    opinion's subset) per modality, and ``select_s``, the wall-clock
     seconds of the ``select`` call that led to the round (0.0 for round 0, which has none).
     """
     base = env.unwrapped

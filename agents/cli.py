@@ -2,6 +2,8 @@
 
     rlmba prepare DATASET --raw DIR    raw Food101 / KineticsSound / VGGSound -> feature cache
     rlmba evaluate --agents ...         agents x seeds: TensorBoard, CSV, summary, plot
+    rlmba benchmark --datasets ...      datasets x agents x seeds in parallel, and a leaderboard
+    rlmba label SUBCOMMAND ...          label your own data (agents/label_cli.py)
 
 Adding a subcommand: write ``add_<name>(subparsers)``, which adds its parser and sets
 ``func`` to a function taking the parsed arguments and returning an exit status, and append it
@@ -47,13 +49,15 @@ else ~/.cache/rlmba, which is where gym.make("RLMBA-Food101-v0"), "RLMBA-Kinetic
 samples (missing files, unreadable images, corrupt/truncated/silent audio) are listed in
 prepare_report.json next to the cache.
 
-Raw layouts: help(rlmba_env.data.food101) and help(rlmba_env.data.audiovisual), or
+Raw layouts: help(rlmba_env.data.food101), help(rlmba_env.data.audiovisual),
+help(rlmba_env.data.folder), or
 docs/real_datasets.md.
 
 examples:
   rlmba prepare food101 --raw /data/UPMC_Food101
   rlmba prepare kinetics_sound --raw /data/kinetics_sound --device cuda --batch-size 128
   rlmba prepare vggsound --raw /data/vggsound --weights ~/resnet18-f37072fd.pth --workers 8
+  rlmba prepare folder --raw /data/my_items --classes cat,dog,bird --out /data/my_items_cache
 """
 
 
@@ -64,7 +68,8 @@ def add_prepare(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare", help="turn a raw dataset into the feature cache the env ids read",
         description="Encode a raw Food101 / KineticsSound / VGGSound download with frozen encoders "
-                    "and write the feature cache that the matching RLMBA-*-v0 env id reads.",
+                    "and write the feature cache that the matching RLMBA-*-v0 env id reads; or, with "
+                    "`folder`, your own unlabeled images + texts for `rlmba label`.",
         epilog=PREPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=DATASETS, metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--raw", required=True, metavar="DIR", help="the raw dataset's directory")
@@ -92,6 +97,9 @@ def add_prepare(subparsers) -> None:
     p.add_argument("--val-per-class", type=_val_per_class, default=d.val_per_class, metavar="N|FRACTION",
                    help=f"val carved from train per class: a count, or a fraction < 1 (default {d.val_per_class})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the val split and of random init")
+    p.add_argument("--classes", metavar="A,B,...",
+                   help="class names, comma-separated: for `folder` (unlabeled images + texts, labels -1 "
+                        "for `rlmba label`), which has no classes on disk")
     p.add_argument("--dtype", choices=("float16", "float32"), default=d.dtype,
                    help=f"stored feature dtype (default {d.dtype})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing complete cache")
@@ -109,6 +117,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         workers=args.workers, arch=args.arch, weights=args.weights, image_size=args.image_size,
         frames=args.frames, text_model=args.text_model, text_max_length=args.text_max_length,
         text_dim=args.text_dim, val_per_class=args.val_per_class, seed=args.seed, dtype=args.dtype,
+        classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
         overwrite=args.overwrite, fresh=args.fresh, keep_work=args.keep_work, progress=not args.no_progress)
     try:
         out = prepare(cfg)
@@ -129,6 +138,8 @@ def _env_hint(dataset: str, out: Path) -> str:
     from rlmba_env.data.cache import default_data_root
     from rlmba_env.registration import REAL_DATASETS
 
+    if dataset not in REAL_DATASETS.values():  # unlabeled data
+        return f"rlmba label init PROJECT_DIR --data {out}"
     env_id = next(k for k, v in REAL_DATASETS.items() if v == dataset)
     if out.name != dataset:
         return f'gym.make("RLMBA-Features-v0", path="{out}")  (or rename it to .../{dataset})'
@@ -137,15 +148,19 @@ def _env_hint(dataset: str, out: Path) -> str:
     return f'gym.make("{env_id}", data_root="{out.parent}")  (or RLMBA_DATA={out.parent})'
 
 
-# -- rlmba evaluate --------------------------------------------------------------------------
-def add_evaluate(subparsers) -> None:
-    # The options are agents/evaluate.py's Args dataclass, parsed by tyro, so the command and
-    # the script can never disagree; argparse only hands the rest of the line over.
+# -- rlmba evaluate, rlmba benchmark ----------------------------------------------------------
+def _add_script(subparsers, name: str, script: str, help: str, func: Callable) -> None:
+    # The options are the script's Args dataclass, parsed by tyro, so the command and the
+    # script can never disagree; argparse only hands the rest of the line over.
     parser = subparsers.add_parser(
-        "evaluate", add_help=False,
-        help="agents x seeds on an env id: TensorBoard, results.csv, summary.md, curves.png",
-        description="Same options as python agents/evaluate.py (rlmba evaluate --help lists them).")
-    parser.set_defaults(func=_run_evaluate, pass_through=True)
+        name, add_help=False, help=help,
+        description=f"Same options as python {script} ({PROG} {name} --help lists them).")
+    parser.set_defaults(func=func, pass_through=True)
+
+
+def add_evaluate(subparsers) -> None:
+    _add_script(subparsers, "evaluate", "agents/evaluate.py",
+                "agents x seeds on an env id: TensorBoard, results.csv, summary.md, curves.png", _run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -157,8 +172,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark(subparsers) -> None:
+    _add_script(subparsers, "benchmark", "agents/benchmark.py",
+                "datasets x agents x seeds on every core or a Ray cluster, and a leaderboard", _run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from agents.benchmark import main as benchmark_main
+
+    return benchmark_main(args.options, prog=f"{PROG} benchmark")
+
+
+# -- rlmba label (agents/label_cli.py: its --agent takes the agents' trained policies) ---------
+def add_label(subparsers) -> None:
+    from agents.label_cli import add_label_parser
+
+    add_label_parser(subparsers)
+
+
 # -- the command -----------------------------------------------------------------------------
-SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate, add_benchmark, add_label]
 
 
 def build_parser() -> argparse.ArgumentParser:
