@@ -127,8 +127,8 @@ class Args:
     """folder that receives one sub-folder per run"""
     suite: tuple[str, ...] = ()
     """env specs ENV_ID or RLMBA-DevSuite-v0:NAME; each training episode plays one, drawn with --seed"""
-    bc_teacher: str | None = None
-    """candidate column whose argmax the policy clones before training (e.g. margin_rank); None: no cloning"""
+    bc_teacher: optional_path("COLUMN", "(default: no cloning)") = None
+    """candidate column whose argmax the policy clones before training (e.g. margin_rank)"""
     bc_episodes: int = 1
     """teacher episodes per training env (reset seeds 1000, 1001, ...)"""
     bc_epochs: int = 40
