@@ -94,7 +94,9 @@ def fuse_geometric(alphas: Tensor, weights: Tensor) -> Tensor:
     a product of experts), so every view can veto a class. ``r_m`` is the Shafer reliability of
     :func:`fuse` ``"ds"``: the most trusted modality enters whole, a zero weight gives the factor
     ``alpha^0 = 1`` (absent, as a vacuous opinion ``alpha = 1`` also is), ``w = (1, 0)`` returns
-    the first opinion, and ``alpha_f >= 1`` because every factor is.
+    the first opinion, and ``alpha_f >= 1`` because every factor is. A view ranks only the
+    classes it gives evidence to (the others tie at ``alpha = 1``), so its veto is as graded as
+    its wrong-class evidence, which the EDL KL term drives towards zero.
 
     The product is taken as ``exp(sum_m r_m log alpha_m)``, with the exponent capped so that
     ``S_f`` stays finite in the input dtype (many confident views would otherwise overflow).
