@@ -107,7 +107,7 @@ class PoolState:
     score: torch.Tensor
     """RL-MBA score q of the unlabeled rows (n,)"""
     fusion: str
-    """fusion method of the learner ("efda" or "ds")"""
+    """fusion method of the learner (:data:`~rlmba_env.learner.FUSION_METHODS`)"""
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ INVALID_RATE = 0.03
 TINY_LEARNER = {"epochs": st.integers(1, 4), "warm_epochs": st.integers(1, 3), "hidden": st.integers(1, 8),
                 "dropout": st.floats(0, 0.9), "lr": st.floats(1e-4, 0.1), "weight_decay": st.floats(0, 0.1),
                 "kl_anneal_epochs": st.integers(0, 5), "batch_size": st.none() | st.integers(1, 16),
-                "fusion": st.sampled_from(["efda", "ds"]), "warm_start": st.booleans(),
+                "fusion": st.sampled_from(["efda", "ds", "geometric"]), "warm_start": st.booleans(),
                 "fused_loss_weight": st.floats(0, 2)}
 BAD_LEARNER_FIELDS = {
     "epochs": [0, -5, 1.5, True, None], "warm_epochs": [0, -1, 2.5], "hidden": [0, -3, 2.0],

@@ -11,6 +11,7 @@ from rlmba_env.learner.evidential import (
     expected_probs,
     fuse,
     fuse_dempster_shafer,
+    fuse_geometric,
     fuse_weighted,
     kl_to_uniform_dirichlet,
     opinion,
@@ -93,6 +94,38 @@ def test_fuse_ds_with_equal_weights_is_plain_ds():
 def test_fuse_ds_with_zero_weight_ignores_that_modality():
     alphas = random_alphas(m=2)
     torch.testing.assert_close(fuse(alphas, torch.tensor([1.0, 0.0]), "ds"), alphas[0])
+
+
+def test_fuse_geometric_hand_value():
+    # r = (0.8, 0.2) / 0.8 = (1, 1/4): (2 * 3^(1/4), 4 * 1^(1/4)) = (2.632148, 4)
+    alphas = torch.tensor([[[2.0, 4.0]], [[3.0, 1.0]]], dtype=torch.float64)
+    expected = torch.tensor([[2.0 * 3.0**0.25, 4.0]], dtype=torch.float64)
+    torch.testing.assert_close(fuse_geometric(alphas, torch.tensor([0.8, 0.2])), expected)
+
+
+def test_fuse_geometric_with_equal_weights_multiplies_the_expected_probabilities():
+    alphas = random_alphas(m=3)
+    fused = fuse(alphas, torch.full((3,), 1 / 3), "geometric")
+    torch.testing.assert_close(fused, alphas.prod(0))
+    product = expected_probs(alphas).prod(0)
+    torch.testing.assert_close(expected_probs(fused), product / product.sum(-1, keepdim=True))
+
+
+def test_fuse_geometric_with_weights_one_zero_is_first_opinion():
+    alphas = random_alphas(m=2)
+    torch.testing.assert_close(fuse(alphas, torch.tensor([1.0, 0.0]), "geometric"), alphas[0])
+
+
+def test_fuse_geometric_ignores_a_vacuous_opinion():
+    alphas = random_alphas(m=2)
+    with_vacuous = torch.cat([alphas, torch.ones_like(alphas[:1])])
+    w = torch.tensor([0.5, 0.3, 0.2])
+    torch.testing.assert_close(fuse(with_vacuous, w, "geometric"), fuse(alphas, w[:2], "geometric"))
+
+
+def test_fuse_geometric_of_many_confident_opinions_stays_finite():
+    alphas = torch.full((12, 2, 100), 1e6)
+    assert torch.isfinite(fuse(alphas, torch.full((12,), 1 / 12), "geometric").sum(-1)).all()
 
 
 def test_fuse_efda_is_fuse_weighted():

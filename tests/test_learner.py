@@ -60,11 +60,12 @@ def test_fit_generalises_on_separable_toy_problem(problem):
     assert (fused.argmax(-1) == labels[held_out]).float().mean() > 0.9
 
 
-def test_fit_with_ds_fusion_and_minibatches_learns(problem):
+@pytest.mark.parametrize("fusion", ["ds", "geometric"])
+def test_fit_with_other_fusion_and_minibatches_learns(problem, fusion):
     features, labels = problem
-    learner = make_learner(fusion="ds", batch_size=32)
+    learner = make_learner(fusion=fusion, batch_size=32)
     learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
-    fused = fuse(learner.predict(features, LABELED), WEIGHTS, "ds")
+    fused = fuse(learner.predict(features, LABELED), WEIGHTS, fusion)
     assert (fused.argmax(-1) == labels[LABELED]).float().mean() > 0.95
 
 

@@ -42,7 +42,7 @@ def test_balance_is_near_zero_when_one_modality_carries_everything(informative_a
     assert balance_score(informative_and_noise) < 0.2
 
 
-@pytest.mark.parametrize("fusion", ["efda", "ds"])
+@pytest.mark.parametrize("fusion", ["efda", "ds", "geometric"])
 def test_shapley_sums_to_full_value_minus_chance(fusion):
     alphas, labels = random_alphas(m=3)
     weights = torch.tensor([0.2, 0.3, 0.5])

@@ -11,6 +11,10 @@ Implements
   Classification (Han, Zhang, Fu & Zhou, ICLR 2021, Definition 3.1 / eq. 2).
 * EFDA's weighted evidence fusion ``alpha_f = 1 + sum_m w_m (alpha_m - 1)`` and its difficulty
   score ``U(x)``, the mean Dirichlet variance of the fused opinion (RL-MBA, arXiv 2603.25107).
+* Geometric fusion ``alpha_f,k = prod_m alpha_m,k^(w_m / max_j w_j)``, the log-linear pool
+  (Genest & Zidek, Statistical Science 1986; Hinton's product of experts, 2002) of the opinions'
+  Dirichlet strengths, next to the arithmetic pool of evidence that cumulative and averaging
+  fusion of subjective logic compute (Josang, "Subjective Logic", Springer 2016, ch. 12).
 
 Shapes: ``alpha`` is ``(..., K)``; stacked per-modality opinions are ``(M, N, K)``. Every function
 is a pure, batched torch function, differentiable, and runs on whatever device its inputs are on.
@@ -18,10 +22,12 @@ is a pure, batched torch function, differentiable, and runs on whatever device i
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-FUSION_METHODS = ("efda", "ds")
+FUSION_METHODS = ("efda", "ds", "geometric")
 
 
 def evidence_to_alpha(evidence: Tensor) -> Tensor:
@@ -65,6 +71,40 @@ def fuse_weighted(alphas: Tensor, weights: Tensor) -> Tensor:
     """
     w = _broadcast_weights(weights, alphas)
     return 1.0 + (w * (alphas - 1.0)).sum(0)
+
+
+def reliability(weights: Tensor, alphas: Tensor) -> Tensor:
+    """Modality weights as reliabilities ``r_m = w_m / max_j w_j`` (same shape as ``weights``): 1
+    for the most trusted modality, 0 for an absent one, all ones for equal weights of any sum."""
+    w = torch.as_tensor(weights, dtype=alphas.dtype, device=alphas.device)
+    return w / w.amax(0, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+
+def fuse_geometric(alphas: Tensor, weights: Tensor) -> Tensor:
+    """Geometric fusion: ``alpha_f,k = prod_m alpha_m,k^(r_m)``, ``r_m = w_m / max_j w_j``;
+    ``(M, N, K), (M,) -> (N, K)``.
+
+    Cumulative fusion in subjective logic (Josang 2016, section 12.3) adds the opinions' evidence,
+    ``e_f = sum_m e_m``: it multiplies the Dirichlet *densities* over ``p``, but its expected
+    probabilities ``alpha_f / S_f`` are an arithmetic pool of the evidence, so a view that is
+    sure a class is wrong cannot outvote two views that give it some evidence. Geometric fusion
+    pools the Dirichlet strengths log-linearly instead: with equal weights ``alpha_f = prod_m
+    alpha_m`` and ``alpha_f / S_f`` is proportional to ``prod_m alpha_m / S_m``, the product of
+    the opinions' expected probabilities (the fused classifier of per-view probabilistic models,
+    a product of experts), so every view can veto a class. ``r_m`` is the Shafer reliability of
+    :func:`fuse` ``"ds"``: the most trusted modality enters whole, a zero weight gives the factor
+    ``alpha^0 = 1`` (absent, as a vacuous opinion ``alpha = 1`` also is), ``w = (1, 0)`` returns
+    the first opinion, and ``alpha_f >= 1`` because every factor is. A view ranks only the
+    classes it gives evidence to (the others tie at ``alpha = 1``), so its veto is as graded as
+    its wrong-class evidence, which the EDL KL term drives towards zero.
+
+    The product is taken as ``exp(sum_m r_m log alpha_m)``, with the exponent capped so that
+    ``S_f`` stays finite in the input dtype (many confident views would otherwise overflow).
+    """
+    r = _broadcast_weights(reliability(weights, alphas), alphas)
+    log_alpha = (r * alphas.log()).sum(0)
+    cap = torch.finfo(alphas.dtype).max / (2 * alphas.shape[-1])
+    return log_alpha.clamp(max=math.log(cap)).exp()
 
 
 def ds_combine(alpha_a: Tensor, alpha_b: Tensor) -> Tensor:
@@ -131,13 +171,16 @@ def fuse(alphas: Tensor, weights: Tensor, method: str) -> Tensor:
     a low-weight modality cannot invent evidence, the most trusted modality is kept as is,
     equal weights (e.g. all ``1/M``) give plain DS fusion of the unweighted opinions, and a
     zero weight makes the modality vacuous, i.e. absent from the combination.
+
+    ``"geometric"``: :func:`fuse_geometric`, the product of the opinions' Dirichlet strengths
+    with the same reliabilities ``r_m``.
     """
     if method == "efda":
         return fuse_weighted(alphas, weights)
     if method == "ds":
-        w = torch.as_tensor(weights, dtype=alphas.dtype, device=alphas.device)
-        reliability = w / w.amax(0, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-        return fuse_dempster_shafer(discount(alphas, reliability))
+        return fuse_dempster_shafer(discount(alphas, reliability(weights, alphas)))
+    if method == "geometric":
+        return fuse_geometric(alphas, weights)
     raise ValueError(f"unknown fusion method {method!r}; choose one of {list(FUSION_METHODS)}")
 
 

@@ -56,7 +56,8 @@ class LearnerConfig:
     batch_size: int | None = None
     """minibatch size; None trains full batch (one step per epoch)"""
     fusion: str = "efda"
-    """fused opinion used in the loss: "efda" (weighted evidence) or "ds" (Dempster-Shafer)"""
+    """fusion rule of the loss and of every fused opinion: "efda" (weighted evidence), "ds"
+    (Dempster-Shafer) or "geometric" (product of Dirichlet strengths, a log-linear pool)"""
     warm_start: bool = False
     """continue from the previous fit's parameters instead of re-initialising every round"""
     fused_loss_weight: float = 1.0
