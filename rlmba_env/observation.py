@@ -153,7 +153,7 @@ def _pairwise_mean(values: list[torch.Tensor], n: int, device) -> torch.Tensor:
 
 
 def candidate_features(positions: torch.Tensor, flags: torch.Tensor, pool_alphas: torch.Tensor,
-                       fused_alpha: torch.Tensor, weights: torch.Tensor, score: torch.Tensor,
+                       fused_alpha: torch.Tensor, fused_gap: torch.Tensor, weights: torch.Tensor, score: torch.Tensor,
                        centre_distance: torch.Tensor, labeled_distance: torch.Tensor) -> torch.Tensor:
     """``(c, len(CANDIDATE_COLUMNS))`` layout-v2 columns of the pool ``positions``, with
     ``coverage`` and ``picked`` 0 (the env fills them as picks are made).
@@ -161,11 +161,12 @@ def candidate_features(positions: torch.Tensor, flags: torch.Tensor, pool_alphas
     Args:
         positions: candidate positions in the pool (c,). flags: proposer flags (c, len(PROPOSERS)).
         pool_alphas: per-modality Dirichlet parameters of the pool (M, n, K).
-        fused_alpha: fused parameters (n, K). weights: AMCB weights (M,). score: q (n,).
+        fused_alpha: fused parameters (n, K). fused_gap: top-two gap of its prediction (n,).
+        weights: AMCB weights (M,). score: q (n,).
         centre_distance, labeled_distance: per pool row (n,).
     """
     fused_p = expected_probs(fused_alpha.float())
-    fused_margin_all = 1.0 - top2_margin(fused_p)
+    fused_margin_all = 1.0 - fused_gap
     k = fused_alpha.shape[-1]
     a = pool_alphas[:, positions].float()  # (M, c, K)
     p = expected_probs(a)
@@ -198,7 +199,7 @@ def candidate_features(positions: torch.Tensor, flags: torch.Tensor, pool_alphas
 def round_state(val_top1: float, val_nll: float, val_ece: float, balance: float,
                 weights: torch.Tensor, contributions: torch.Tensor, gaps: torch.Tensor,
                 labeled_labels: torch.Tensor, n_classes: int, labeled: int, pool: int,
-                fused_alpha: torch.Tensor, loss_slope: float, grad_norm: float,
+                fused_alpha: torch.Tensor, fused_gap: torch.Tensor, loss_slope: float, grad_norm: float,
                 clip: float = STATE_CLIP) -> torch.Tensor:
     """The layout-v2 state (:data:`STATE_ENTRIES`) with ``round_fraction`` and ``picks_left`` 0
     (the env fills them per step)."""
@@ -209,7 +210,7 @@ def round_state(val_top1: float, val_nll: float, val_ece: float, balance: float,
     share = counts / counts.sum().clamp_min(1)
     label_balance = float(-(share[share > 0] * share[share > 0].log()).sum() / math.log(n_classes)) if n_classes > 1 else 1.0
     contrib, gaps = contributions.float().cpu(), gaps.float().cpu()
-    fused_margin = 1.0 - top2_margin(expected_probs(fused_alpha.float()))
+    fused_margin = 1.0 - fused_gap
     pool_left = fused_alpha.shape[0] > 0
     values = [
         0.0, 0.0, labeled / max(pool, 1), val_top1, val_nll / math.log(n_classes), val_ece,

@@ -19,13 +19,13 @@ import torch
 
 from rlmba_env.chunked import nearest_sq
 from rlmba_env.data.dataset import MultimodalDataset
-from rlmba_env.learner.evidential import fuse
+from rlmba_env.learner.evidential import expected_probs, fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.observation import candidate_features, round_state
 from rlmba_env.resume import check_rows_labeled
 from rlmba_env.selection.amcb import amcb_weights, fusion_subset
 from rlmba_env.selection.portfolio import PROPOSERS, candidate_set, proposals
-from rlmba_env.selection.score import variant_score
+from rlmba_env.selection.score import top2_margin, variant_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
 
 if TYPE_CHECKING:
@@ -264,6 +264,8 @@ def evaluate_round(
 
     # Steps 3-5 on the unlabeled pool.
     fused_alpha = fuse(pool_alphas, weights, fusion)
+    # the fused prediction's top-two gap, once: the margin proposer, the candidate columns and the state read it
+    fused_gap = top2_margin(expected_probs(fused_alpha.float()))
 
     n_pool = unlabeled_rows.shape[0]
     if n_pool:
@@ -279,7 +281,7 @@ def evaluate_round(
 
         q = variant_score(config.score, pool_alphas, weights, config.beta, distance, labeled_distance)
         # The proposers' batches (drawn after k-means, so the score's draws do not depend on them)
-        proposed = proposals(budget, q, fused_alpha, pool_alphas, weights, x_pool, x_labeled, distance,
+        proposed = proposals(budget, q, fused_gap, pool_alphas, weights, x_pool, x_labeled, distance,
                              assign, generator)
         del x_pool, x_labeled
         top, flags = candidate_set(config.candidates, config.candidate_count(per_round), q, proposed)
@@ -292,7 +294,7 @@ def evaluate_round(
         flags = torch.zeros(0, len(PROPOSERS), device=labels.device)
         clock("cluster_s")
 
-    cand_features = candidate_features(top, flags, pool_alphas, fused_alpha, weights, q, distance,
+    cand_features = candidate_features(top, flags, pool_alphas, fused_alpha, fused_gap, weights, q, distance,
                                        labeled_distance)
 
     # One transfer of everything the state needs from the device.
@@ -304,7 +306,7 @@ def evaluate_round(
     gaps = torch.tensor([val.top1_modality[m] - val.top1 for m in modalities])
     state = round_state(val.top1, val.nll, val.ece, balance, host[:m_count], host[m_count:], gaps,
                         labels[labeled_rows], pool_alphas.shape[-1], int(labeled_rows.shape[0]),
-                        int(labeled_rows.shape[0] + unlabeled_rows.shape[0]), fused_alpha,
+                        int(labeled_rows.shape[0] + unlabeled_rows.shape[0]), fused_alpha, fused_gap,
                         loss_slope(fit.losses), fit.grad_norm)
     clock("score_s")
 

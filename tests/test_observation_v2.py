@@ -1,7 +1,15 @@
 import torch
 
+from rlmba_env.learner.evidential import expected_probs
+from rlmba_env.selection.score import top2_margin
+
 from rlmba_env.observation import CANDIDATE_COLUMNS, STATE_ENTRIES, candidate_features, percentile_rank, round_state
 from rlmba_env.selection.portfolio import PROPOSERS
+
+
+def gap(fused_alpha):
+    """The fused prediction's top-two gap, as the round computes it."""
+    return top2_margin(expected_probs(fused_alpha.float()))
 
 
 def columns_for(m_count, n=40, k=5, seed=0):
@@ -10,7 +18,7 @@ def columns_for(m_count, n=40, k=5, seed=0):
     weights = torch.softmax(torch.randn(m_count, generator=g), 0)
     positions = torch.arange(0, n, 3)
     flags = torch.zeros(positions.numel(), len(PROPOSERS))
-    return candidate_features(positions, flags, alphas, alphas.mean(0), weights, torch.rand(n, generator=g),
+    return candidate_features(positions, flags, alphas, alphas.mean(0), gap(alphas.mean(0)), weights, torch.rand(n, generator=g),
                               torch.rand(n, generator=g), torch.rand(n, generator=g)), alphas, weights
 
 
@@ -29,16 +37,17 @@ def test_candidate_columns_do_not_depend_on_the_order_of_modalities():
     args = (torch.rand(n, generator=g), torch.rand(n, generator=g), torch.rand(n, generator=g))
     positions, flags = torch.arange(10), torch.zeros(10, len(PROPOSERS))
     perm = torch.tensor([2, 0, 1])
-    a = candidate_features(positions, flags, alphas, alphas.mean(0), weights, *args)
-    b = candidate_features(positions, flags, alphas[perm], alphas.mean(0), weights[perm], *args)
+    a = candidate_features(positions, flags, alphas, alphas.mean(0), gap(alphas.mean(0)), weights, *args)
+    b = candidate_features(positions, flags, alphas[perm], alphas.mean(0), gap(alphas.mean(0)), weights[perm], *args)
     assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_state_entries_do_not_depend_on_the_number_of_modalities():
     for m_count in (1, 2, 12):
+        fused = torch.rand(20, 4) + 1
         state = round_state(0.5, 1.2, 0.1, 0.8, torch.full((m_count,), 1 / m_count), torch.zeros(m_count),
                             torch.zeros(m_count), torch.tensor([0, 1, 1]), 4, 3, 100,
-                            torch.rand(20, 4) + 1, -0.1, 2.0)
+                            fused, gap(fused), -0.1, 2.0)
         assert state.shape == (len(STATE_ENTRIES),) and torch.isfinite(state).all()
 
 

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from rlmba_env.learner.evidential import expected_probs
+from rlmba_env.selection.score import top2_margin
+
 from rlmba_env.selection.portfolio import (
     PROPOSERS,
     candidate_set,
@@ -13,13 +16,18 @@ from rlmba_env.selection.portfolio import (
 N, K, M, B = 120, 5, 3, 6
 
 
+def gap(fused_alpha):
+    """The fused prediction's top-two gap, as the round computes it."""
+    return top2_margin(expected_probs(fused_alpha.float()))
+
+
 @pytest.fixture(scope="module")
 def proposed():
     g = torch.Generator().manual_seed(0)
     alphas = torch.rand(M, N, K, generator=g) * 5 + 1
     x = torch.randn(N, 4, generator=g)
     assign = torch.randint(0, 8, (N,), generator=g)
-    return proposals(B, torch.rand(N, generator=g), alphas.mean(0), alphas, torch.tensor([0.5, 0.3, 0.2]),
+    return proposals(B, torch.rand(N, generator=g), gap(alphas.mean(0)), alphas, torch.tensor([0.5, 0.3, 0.2]),
                      x, torch.randn(7, 4, generator=g), torch.rand(N, generator=g), assign, g)
 
 
@@ -68,7 +76,7 @@ def test_k_center_on_a_large_pool_proposes_distinct_rows_of_its_uniform_sample(m
     monkeypatch.setattr(portfolio, "KCENTER_MAX_ROWS", 30)
     g = torch.Generator().manual_seed(0)
     alphas = torch.rand(M, N, K, generator=g) * 5 + 1
-    proposed = proposals(B, torch.rand(N, generator=g), alphas.mean(0), alphas, torch.tensor([0.5, 0.3, 0.2]),
+    proposed = proposals(B, torch.rand(N, generator=g), gap(alphas.mean(0)), alphas, torch.tensor([0.5, 0.3, 0.2]),
                          torch.randn(N, 4, generator=g), torch.randn(7, 4, generator=g), torch.rand(N, generator=g),
                          torch.randint(0, 8, (N,), generator=g), torch.Generator().manual_seed(5))
     kcenter = proposed["kcenter"]

@@ -50,14 +50,15 @@ def cluster_representatives(distance: torch.Tensor, assign: torch.Tensor, n: int
     return nearest[by_size][:n]
 
 
-def proposals(n: int, score: torch.Tensor, fused_alpha: torch.Tensor, alphas: torch.Tensor,
+def proposals(n: int, score: torch.Tensor, fused_gap: torch.Tensor, alphas: torch.Tensor,
               weights: torch.Tensor, pool_x: torch.Tensor, labeled_x: torch.Tensor,
               distance: torch.Tensor, assign: torch.Tensor,
               generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Each proposer's ``n`` pool positions (see the module docstring).
 
     Args:
-        score: q of every pool row (P,). fused_alpha: (P, K). alphas: per modality (M, P, K).
+        score: q of every pool row (P,). fused_gap: top-two gap of the fused prediction (P,)
+        (``top2_margin``). alphas: per modality (M, P, K).
         weights: AMCB weights (M,). pool_x, labeled_x: fused diversity features of the pool
         and of the labeled rows. distance, assign: distance to and index of the nearest
         k-means centre of every pool row. generator: the round's generator (random proposer).
@@ -75,7 +76,7 @@ def proposals(n: int, score: torch.Tensor, fused_alpha: torch.Tensor, alphas: to
         kcenter = sample[k_center_greedy(pool_x[sample], labeled_x, min(n, sample.shape[0]), rng)]
     return {
         "score": top_positions(score, n),
-        "margin": top_positions(-top2_margin(expected_probs(fused_alpha.float())), n),
+        "margin": top_positions(-fused_gap, n),
         "weak-margin": top_positions(-top2_margin(expected_probs(alphas[weak].float())), n),
         "kcenter": kcenter,
         "cluster": cluster_representatives(distance, assign, n),
