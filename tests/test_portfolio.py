@@ -2,8 +2,6 @@ import pytest
 import torch
 
 from rlmba_env.learner.evidential import expected_probs
-from rlmba_env.selection.score import top2_margin
-
 from rlmba_env.selection.portfolio import (
     PROPOSERS,
     candidate_set,
@@ -12,6 +10,7 @@ from rlmba_env.selection.portfolio import (
     proposals,
     union_with_flags,
 )
+from rlmba_env.selection.score import top2_margin
 
 N, K, M, B = 120, 5, 3, 6
 
