@@ -7,7 +7,7 @@ dataclass, so a setting is declared, defaulted, documented and validated here on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from os import PathLike
 from typing import Any
 
@@ -161,6 +161,16 @@ class EnvConfig:
         out = asdict(self)
         out["reference_strategies"] = list(self.reference_strategies)
         return out
+
+    @classmethod
+    def with_settings(cls, config: "EnvConfig | None", settings: dict[str, Any]) -> "EnvConfig":
+        """``config`` (the defaults when None) with the keyword ``settings`` replaced; an
+        unknown name raises one TypeError that lists the settings there are."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(f"unknown env setting(s) {unknown}; the settings are {names}")
+        return cls(**settings) if config is None else replace(config, **settings)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "EnvConfig":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 import gymnasium as gym
@@ -163,7 +163,7 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
         if config is not None and not isinstance(config, EnvConfig):
             raise TypeError(f"config must be an EnvConfig (or pass settings as keywords, e.g. learner=...), "
                             f"got {type(config).__name__}")
-        self.config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        self.config = EnvConfig.with_settings(config, settings)
         check_reference_strategies(self.config.reference_strategies)
         self.dataset = dataset
         self.device = torch.device(self.config.device)
@@ -260,6 +260,11 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
         self._weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.device)
         self.learner.reset(self._draw_seed())
         self._pending = ("reset",)
+
+    def check_action(self, action) -> None:
+        """Raise the ValueError :meth:`step` would raise for ``action``, recording nothing."""
+        self._require_running()
+        self._view.check_pick(action, self._picked)
 
     def begin_step(self, action) -> FitRequest | tuple:
         """:meth:`step` up to the fit: the step's 5-tuple when the pick does not close the

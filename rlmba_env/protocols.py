@@ -66,13 +66,15 @@ def initial_rows(rng: np.random.Generator, pool: np.ndarray, pool_labels: np.nda
     first (of ``n`` classes drawn at random when ``n`` is below the class count), then the rest
     uniformly, so that no class starts unseen (on a 68-class set, 136 uniform draws left 6
     classes without a label). It reads the pool's labels, as a seed set that annotators
-    collect class by class would.
+    collect class by class would; rows whose label is unknown (``-1``) are drawn only in the
+    uniform part.
     """
     if kind == "random":
         return rng.choice(pool, n, replace=False)
     if kind != "stratified":
         raise ValueError(f"initial={kind!r} is not allowed; initial must be one of {list(INITIAL_SETS)}")
-    classes = rng.permutation(np.unique(pool_labels))[:n]
+    known = np.unique(pool_labels)
+    classes = rng.permutation(known[known >= 0])[:n]
     first = np.array([rng.choice(pool[pool_labels == c]) for c in classes], dtype=pool.dtype)
     rest = rng.choice(np.setdiff1d(pool, first), n - first.size, replace=False)
     return np.concatenate([first, rest])

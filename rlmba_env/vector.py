@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -101,7 +100,7 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
                  config: EnvConfig | None = None, **settings):
         if not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
-        config = EnvConfig(**settings) if config is None else replace(config, **settings)
+        config = EnvConfig.with_settings(config, settings)
         if config.render_mode is not None:
             raise ValueError("BatchedMultimodalALVectorEnv does not render; leave render_mode None")
         # The sub-envs share the dataset's device arrays (rlmba_env.env.device_data).
@@ -166,6 +165,12 @@ class BatchedMultimodalALVectorEnv(VectorEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
+        for i, (env, action) in enumerate(zip(self.envs, actions)):
+            if not self._autoreset[i]:  # every action checked before any sub-env records a pick
+                try:
+                    env.check_action(action)
+                except ValueError as error:
+                    raise ValueError(f"sub-env {i}: {error}") from None
         requests, env_infos = {}, {}
         for i, (env, action) in enumerate(zip(self.envs, actions)):
             if self._autoreset[i]:

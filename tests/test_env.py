@@ -10,6 +10,7 @@ import rlmba_env  # noqa: F401
 from rlmba_env import MultimodalALEnv
 from rlmba_env.data.dataset import DatasetError
 from rlmba_env.observation import CANDIDATE_COLUMNS, STATE_ENTRIES
+from rlmba_env.protocols import initial_rows
 
 
 def _first_allowed(obs):
@@ -306,6 +307,19 @@ def test_stratified_initial_set_same_seed_same_rows(small_dataset):
     assert len(set(small_dataset.labels[first].tolist())) == 3
     env.reset(seed=4)
     np.testing.assert_array_equal(env.labeled_rows, first)
+
+
+def test_stratified_initial_set_does_not_treat_unknown_labels_as_a_class():
+    pool = np.arange(40)
+    labels = np.where(pool < 30, -1, pool % 3)  # 30 unlabeled rows, 10 of classes 0-2
+    for seed in range(10):
+        rows = initial_rows(np.random.default_rng(seed), pool, labels, 3, "stratified")
+        assert sorted(labels[rows].tolist()) == [0, 1, 2]
+
+
+def test_unknown_setting_names_itself_and_the_settings_there_are(small_dataset):
+    with pytest.raises(TypeError, match=r"unknown env setting\(s\) \['kapa'\]; the settings are \[.*'kappa'"):
+        MultimodalALEnv(small_dataset, {"initial_labels": 6, "per_round": 4, "rounds": 1}, kapa=3)
 
 
 def test_unknown_initial_set_raises(small_dataset):

@@ -105,6 +105,17 @@ def test_masked_pick_raises(dataset, one_torch_thread):
         vec.step(np.array([1, 0, 1]))
 
 
+def test_a_bad_action_for_one_sub_env_records_no_pick_in_any(dataset, one_torch_thread):
+    vec = make_vector(dataset)
+    vec.reset(seed=3)
+    vec.step(np.array([0, 0, 0]))
+    before = vec.action_masks().copy()
+    with pytest.raises(ValueError, match="sub-env 1: candidate 0 was already picked"):
+        vec.step(np.array([1, 0, 1]))
+    np.testing.assert_array_equal(vec.action_masks(), before)
+    vec.step(np.array([1, 1, 1]))  # the same round goes on with valid picks
+
+
 def test_termination_and_next_step_autoreset_match_sync_vector_env(dataset, one_torch_thread):
     """gymnasium's SyncVectorEnv over single envs is the reference for the vector semantics:
     termination, next-step autoreset (action ignored, reward 0) and the reset observation."""
