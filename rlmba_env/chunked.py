@@ -88,12 +88,15 @@ def nearest_sq(x: torch.Tensor, centres: torch.Tensor,
     c_sq = (centres * centres).sum(1)
     c_chunk = max(1, min(c, chunk_elements))
     x_chunk = max(1, min(CHUNK_ROWS * 16, chunk_elements // c_chunk))
+    # one (rows, centres) buffer for every block: a fresh 64 MiB block each costs its page faults
+    buffer = torch.empty(min(x_chunk, n) * c_chunk, dtype=x.dtype, device=x.device)
     for lo in range(0, n, x_chunk):
         xb = x[lo : lo + x_chunk]
         xb_sq = (xb * xb).sum(1, keepdim=True)
         for clo in range(0, c, c_chunk):
-            # in place, one (rows, centres) block per chunk
-            block = torch.mm(xb, centres[clo : clo + c_chunk].T).mul_(-2.0)
+            cb = centres[clo : clo + c_chunk]
+            block = torch.mm(xb, cb.T, out=buffer[: xb.shape[0] * cb.shape[0]].view(xb.shape[0], cb.shape[0]))
+            block.mul_(-2.0)
             block.add_(xb_sq).add_(c_sq[clo : clo + c_chunk]).clamp_min_(0)
             d, i = block.min(1)
             if clo == 0:

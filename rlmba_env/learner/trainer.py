@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlmba_env.checks import check_choice, check_int, check_real, fail
-from rlmba_env.chunked import CHUNK_ROWS, column_stats
+from rlmba_env.chunked import CHUNK_ROWS, column_stats, float_chunks
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
 from rlmba_env.seeding import forked_torch_rng
@@ -528,9 +528,13 @@ def predict_learners(
         w2 = torch.stack([lay[i][3] for lay in layers])  # (n, K, H)
         b2 = torch.stack([lay[i][4] for lay in layers])
         hidden = w2.shape[2]
-        for lo in range(0, n, batch_size):
-            rows = slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]
-            xc = features[m][rows]
+        x = features[m]
+        if idx is None and x.dtype == torch.float16:
+            chunks = float_chunks(x, batch_size)  # one float32 buffer for every chunk
+        else:
+            chunks = ((lo, x[slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]])
+                      for lo in range(0, n, batch_size))
+        for lo, xc in chunks:
             h = first_layer(xc, w1, b1, centre).view(xc.shape[0], n_learners, hidden).transpose(0, 1)
             out[:, i, lo : lo + batch_size] = F.softplus(_linear(h, w2, b2)).add_(1.0)
     return out
