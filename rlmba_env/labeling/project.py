@@ -275,7 +275,8 @@ class LabelingProject:
     # -- data ----------------------------------------------------------------------------------
     @property
     def dataset(self) -> MultimodalDataset:
-        """The cache, loaded once (its labels of items are never read: they may be hidden)."""
+        """The cache, loaded once (its labels of items are never read: they may be hidden), with the
+        features from the project's copy (:data:`FEATURES_DIR`) when it has one."""
         if self._dataset is None:
             fields = read_cache(self.config.data, features=False)  # labels, splits, classes, provenance
             features = _read_features(self.dir / FEATURES_DIR, self.config.modalities, len(fields["labels"]))
