@@ -197,7 +197,7 @@ def _next(args) -> int:
         print(f"batch {batch.id}: {len(batch.rows)} items, {what}")
         if batch.timings:
             t = batch.timings
-            print(f"  time {t['total_s']:.2f} s (CPU {t['cpu_s']:.2f} s): load cache {t['load_s']:.2f} s, env rebuild + train + score "
+            print(f"  time {t['total_s']:.2f} s (CPU {t['cpu_s']:.2f} s): load features {t['load_s']:.2f} s, env rebuild + train + score "
                   f"{t['resume_s']:.2f} s (train {t['train_s']:.2f} s, score {t['score_s']:.2f} s), select "
                   f"{t['select_s']:.2f} s, store and files {t['total_s'] - t['load_s'] - t['resume_s'] - t['select_s']:.2f} s")
         print(f"  {batch.csv}  (fill the label column, then: {PROG} import {args.dir} FILE)")

@@ -9,8 +9,9 @@ cache with hidden labels, in float16 like ``rlmba prepare``'s caches; a project 
 1,000 and 1,000, the paper's real-dataset protocol), the audit and initial batches are answered
 by the simulated annotator, and then ``rlmba label next DIR --agent AGENT`` runs as a user runs
 it, in a fresh process. The benchmark prints its wall time (interpreter start and imports
-included), its CPU time, and the split the command reports: loading the cache, rebuilding the env and
-training + scoring (train / score), the agent's selection, and writing the store and files.
+included), its CPU time, and the split the command reports: loading the features (the project's
+uncompressed copy, memory-mapped), rebuilding the env and training + scoring (train / score),
+the agent's selection, and writing the store and files.
 """
 
 from __future__ import annotations

@@ -345,3 +345,27 @@ def test_cli_status_measure_export_and_backup(tmp_path, hidden, capsys, one_torc
     assert main(["label", "backup", d, str(tmp_path / "b.sqlite")]) == 0
     assert main(["label", "backup", d, str(tmp_path / "b.sqlite")]) == 1  # never overwrites
     assert "already exists" in capsys.readouterr().err
+
+
+# -- the project's copy of the features ------------------------------------------------------
+def test_init_keeps_an_uncompressed_copy_of_the_features_that_next_maps(tmp_path, hidden, small_dataset):
+    project = make_project(tmp_path, hidden[0])
+    for m, x in small_dataset.features.items():
+        assert (project.dir / "features" / f"{m}.npy").is_file()
+        assert isinstance(project.dataset.features[m], np.memmap)  # mapped, not inflated from features.npz
+        assert np.array_equal(project.dataset.features[m], x)
+
+
+def test_a_project_without_the_copy_reads_the_cache_and_writes_the_copy(tmp_path, hidden, small_dataset):
+    import shutil
+
+    cache, annotator = hidden
+    project = make_project(tmp_path, cache)
+    shutil.rmtree(project.dir / "features")  # a project made before the copy existed
+    for _ in range(2):
+        answer(project, annotator, project.next(), tmp_path)
+    with LabelingProject(project.dir) as reopened:
+        assert all(np.array_equal(reopened.dataset.features[m], x) for m, x in small_dataset.features.items())
+        assert all(isinstance(x, np.memmap) for x in reopened.dataset.features.values())
+        assert sorted(p.name for p in (project.dir / "features").iterdir()) == sorted(
+            f"{m}.npy" for m in small_dataset.modalities)

@@ -205,3 +205,33 @@ def test_fused_matches_the_modality_that_carries_all_the_signal(signal_and_noise
     for split in ("val", "test"):
         one_sample = 1.0 / len(signal_and_noise.splits[split])
         assert out[split] >= out[split + "_single"][0] - one_sample - 1e-9, (split, out)
+
+
+def test_trainer_adam_matches_torch_optim_adam_bit_for_bit():
+    from rlmba_env.learner.trainer import _Adam
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(2, 4, 3, generator=g).requires_grad_(True), torch.randn(2, 3, generator=g).requires_grad_(True)]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    optimizers = [(ours, _Adam(ours, lr=1e-2, weight_decay=1e-3)),
+                  (theirs, torch.optim.Adam(theirs, lr=1e-2, weight_decay=1e-3))]
+    x = torch.randn(3, 4, generator=g)
+    for _ in range(5):
+        for params, optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+            ((params[0] @ x).tanh().sum() + params[1].pow(3).sum()).backward()
+            optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_fit_does_not_import_torch_dynamo():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom rlmba_env.learner import EvidentialLearner, LearnerConfig\n"
+            "x = {'a': torch.randn(30, 4), 'b': torch.randn(30, 3)}\n"
+            "learner = EvidentialLearner({'a': 4, 'b': 3}, 3, LearnerConfig(epochs=2))\n"
+            "learner.fit(x, torch.arange(30) % 3, torch.arange(30), torch.tensor([0.5, 0.5]), seed=0)\n"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -339,3 +339,20 @@ def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, tmp_path):
     fresh = make_synthetic(n_samples=120, n_classes=3, dims=(4, 3), val_per_class=5, seed=0)  # no cached device data
     with pytest.warns(UserWarning, match="emulated"):
         MultimodalALEnv(fresh, PROTOCOL, learner=LEARNER, precision="bfloat16")
+
+
+def test_column_stats_are_recomputed_after_the_tensor_changes():
+    x = torch.randn(300, 5)
+    first = column_stats(x, chunk=64)
+    assert all(torch.equal(a, b) for a, b in zip(first, column_stats(x, chunk=64)))  # remembered
+    x.add_(10.0)  # bumps the tensor's version: the remembered statistics are stale
+    mean, _ = column_stats(x, chunk=64)
+    torch.testing.assert_close(mean, first[0] + 10.0, atol=1e-4, rtol=0)
+
+
+def test_float_chunks_convert_every_row_and_reuse_one_buffer():
+    x = torch.randn(10, 3).half()
+    blocks = [(lo, block.data_ptr(), block.clone()) for lo, block in chunked.float_chunks(x, chunk=4)]
+    assert [lo for lo, _, _ in blocks] == [0, 4, 8]
+    assert len({ptr for _, ptr, _ in blocks}) == 1
+    assert torch.equal(torch.cat([b for _, _, b in blocks]), x.float())

@@ -144,9 +144,11 @@ def _read_npz(path: Path, directory: Path) -> dict[str, np.ndarray]:
         ) from e
 
 
-def read_cache(directory) -> dict[str, Any]:
+def read_cache(directory, features: bool = True) -> dict[str, Any]:
     """The ``MultimodalDataset`` fields of a cache written by :func:`save_dataset`, every file
-    and key checked (``rlmba_env.data.dataset.load_dataset`` builds and validates the dataset)."""
+    and key checked (``rlmba_env.data.dataset.load_dataset`` builds and validates the dataset).
+    ``features=False`` leaves the features out (and ``features.npz`` unread): for a reader that
+    holds its own copy of them, e.g. a labeling project."""
     d = Path(directory).expanduser()
     if not d.is_dir():
         raise FileNotFoundError(f"no feature cache directory at {d}")
@@ -171,23 +173,19 @@ def read_cache(directory) -> dict[str, Any]:
             f"{META_FILE} in cache {d} has format_version {version!r} ({type(version).__name__}); "
             f"this rlmba reads the integer {FORMAT_VERSION}"
         )
-    features = _read_npz(d / FEATURES_FILE, d)
     targets = _read_npz(d / TARGETS_FILE, d)
+    for key in ("labels", *SPLITS):
+        if key not in targets:
+            raise DatasetError(f"{TARGETS_FILE} in cache {d} has no array {key!r}")
+    fields = dict(labels=targets["labels"], splits={s: targets[s] for s in SPLITS}, classes=meta["classes"],
+                  name=meta.get("name", d.name), meta=meta.get("meta", {}), source=str(d))
+    if not features:
+        return fields
+    features = _read_npz(d / FEATURES_FILE, d)
     for m in meta["modalities"]:
         if m not in features:
             raise DatasetError(
                 f"{FEATURES_FILE} in cache {d} has no array {m!r} (meta.json lists modalities "
                 f"{meta['modalities']}, the file holds {sorted(features)})"
             )
-    for key in ("labels", *SPLITS):
-        if key not in targets:
-            raise DatasetError(f"{TARGETS_FILE} in cache {d} has no array {key!r}")
-    return dict(
-        features={m: features[m] for m in meta["modalities"]},
-        labels=targets["labels"],
-        splits={s: targets[s] for s in SPLITS},
-        classes=meta["classes"],
-        name=meta.get("name", d.name),
-        meta=meta.get("meta", {}),
-        source=str(d),
-    )
+    return dict(features={m: features[m] for m in meta["modalities"]}, **fields)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlmba_env.checks import check_choice, check_int, check_real, fail
-from rlmba_env.chunked import CHUNK_ROWS, column_stats
+from rlmba_env.chunked import CHUNK_ROWS, column_stats, float_chunks
 from rlmba_env.learner.evidential import FUSION_METHODS, edl_loss, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
 from rlmba_env.seeding import forked_torch_rng
@@ -400,7 +400,7 @@ def _fit_group(learners: list[EvidentialLearner], cold: bool, features: dict[str
               .requires_grad_(True) for name in names}
     # a fresh optimiser each fit: Adam's moments from last round's labeled set do not
     # describe this round's loss surface
-    optimizer = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = _Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     p_drop = float(net0.encoders[0][2].p)
     losses = torch.zeros(n_learners, epochs, device=device)
     grad_norms = torch.zeros(n_learners, device=device)
@@ -437,6 +437,38 @@ def _fit_group(learners: list[EvidentialLearner], cold: bool, features: dict[str
             learner._fitted = True
     loss_rows, norms = losses.tolist(), grad_norms.tolist()  # one host transfer each, after the loop
     return [FitStats(losses=loss_rows[e], grad_norm=norms[e], epochs=epochs) for e in range(n_learners)]
+
+
+class _Adam:
+    """``torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)`` with its defaults, as
+    :meth:`torch.optim.Adam.step` runs it: the same state (a CPU ``step`` tensor, zero moments)
+    and the same call of torch's functional ``torch.optim.adam.adam``, so the updates are the
+    same bit for bit. Not the class itself because its ``add_param_group`` and ``step`` import
+    ``torch._dynamo`` on first use (about 2 s of CPU, a third of ``rlmba label next``'s
+    start-up), which plain eager training never needs."""
+
+    def __init__(self, params: list[Tensor], lr: float, weight_decay: float):
+        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        self.steps = [torch.tensor(0.0, dtype=scalar) for _ in params]  # on the CPU, as Adam's
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        from torch.optim.adam import adam
+
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        adam([self.params[i] for i in live], [self.params[i].grad for i in live],
+             [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live], [],
+             [self.steps[i] for i in live], foreach=None, capturable=False, differentiable=False,
+             fused=None, grad_scale=None, found_inf=None, has_complex=False,
+             decoupled_weight_decay=False, amsgrad=False, beta1=0.9, beta2=0.999, lr=self.lr,
+             weight_decay=self.weight_decay, eps=1e-8, maximize=False)
 
 
 def _loss(cfg: LearnerConfig, modalities: tuple[str, ...], params: dict[str, Tensor], x: dict[str, Tensor],
@@ -496,9 +528,13 @@ def predict_learners(
         w2 = torch.stack([lay[i][3] for lay in layers])  # (n, K, H)
         b2 = torch.stack([lay[i][4] for lay in layers])
         hidden = w2.shape[2]
-        for lo in range(0, n, batch_size):
-            rows = slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]
-            xc = features[m][rows]
+        x = features[m]
+        if idx is None and x.dtype == torch.float16:
+            chunks = float_chunks(x, batch_size)  # one float32 buffer for every chunk
+        else:
+            chunks = ((lo, x[slice(lo, lo + batch_size) if idx is None else idx[lo : lo + batch_size]])
+                      for lo in range(0, n, batch_size))
+        for lo, xc in chunks:
             h = first_layer(xc, w1, b1, centre).view(xc.shape[0], n_learners, hidden).transpose(0, 1)
             out[:, i, lo : lo + batch_size] = F.softplus(_linear(h, w2, b2)).add_(1.0)
     return out
