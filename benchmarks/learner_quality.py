@@ -8,8 +8,8 @@ Every episode follows the dataset's protocol with random sampling (the labeled s
 round does not depend on the model), so every model is trained on the same rows. Each round:
 
 - the evidential learner (:class:`~rlmba_env.learner.EvidentialLearner`) with each fusion rule
-  of ``--fusions`` (EFDA and Dempster-Shafer by default; ``geometric`` too), fitted and
-  weighted exactly as step 1-2 of an env round
+  of ``--fusions`` (by default the learner's default, geometric, and the paper's EFDA; ``ds``
+  too), fitted and weighted exactly as step 1-2 of an env round
   (:func:`rlmba_env.round.fusion_weights`); its fused test top-1 and each modality head's;
 - a scikit-learn reference: per modality ``LogisticRegression`` (default ``C = 1``) on features
   standardised with the pool's statistics (``StandardScaler``), fused by the product of the
@@ -39,6 +39,7 @@ import torch
 import tyro
 
 from agents.summary import aulc
+from rlmba_env.config import EnvConfig
 from rlmba_env.data import MultimodalDataset, load_dataset
 from rlmba_env.data.suite import suite_names, suite_path, suite_protocol
 from rlmba_env.learner import EvidentialLearner, LearnerConfig, fuse
@@ -56,14 +57,14 @@ class BenchArgs:
     """episode seeds (labeled-set draws and learner seeds)"""
     quick: bool = False
     """4 datasets (AV-Digits, movies, prokaryotic, proteinfold) and seeds 0 1, unless given"""
-    fusions: tuple[str, ...] = ("efda", "ds")
+    fusions: tuple[str, ...] = (LearnerConfig.fusion, "efda")
     """fusion rules of the evidential learner to compare (LearnerConfig.fusion), the first one
     for the best-view, fit-time and win columns"""
     learner: str = "{}"
     """LearnerConfig fields for the evidential learner, as JSON (fusion is set by --fusions)"""
-    tau: float = 0.1
+    tau: float = EnvConfig.tau
     """AMCB softmax temperature, as the env's default"""
-    epsilon: float = 0.05
+    epsilon: float = EnvConfig.epsilon
     """AMCB weight floor, as the env's default"""
     fusion_subset: bool = True
     """fuse only the best nested subset of modalities on val, as the env's default"""
