@@ -1,9 +1,9 @@
 """Fast training and inference of the evidential task model on cached features.
 
 One call to :meth:`EvidentialLearner.fit` is step 1 of an RL-MBA round (arXiv 2603.25107):
-train on the labeled set with the EDL loss (Sensoy et al., NeurIPS 2018, eq. 4 + annealed KL)
-on every modality's opinion and on the fused opinion (EFDA weighted evidence or TMC's
-Dempster-Shafer rule, Han et al., ICLR 2021). Features and labels stay on the device; the
+train on the labeled set with the EDL loss (Sensoy et al., NeurIPS 2018, eq. 4 + KL annealed
+to ``kl_weight``) on every modality's opinion and on the fused opinion (the geometric pool by
+default, EFDA weighted evidence or TMC's Dempster-Shafer rule, Han et al., ICLR 2021). Features and labels stay on the device; the
 labeled rows are gathered once per fit, and nothing is copied to the host inside the epoch
 loop. Fits are warm-started across rounds unless configured otherwise, and every random draw
 (initialisation, dropout, minibatch order) comes from the ``seed`` argument inside a forked RNG,
