@@ -82,8 +82,11 @@ class EnvConfig:
     nearest k-means centre"""
     beta: float = 1.0
     """weight of the diversity term in the selection score q"""
-    tau: float = 0.1
-    """AMCB softmax temperature"""
+    tau: float = 1.0
+    """AMCB softmax temperature (the paper's 0.1 moves most weight to the best modality, which
+    suits EFDA's additive fusion; the product of geometric fusion gains from every view that
+    is not dropped by ``fusion_subset``: dev suite, 2 seeds, leaves100 fused AULC .816 / .862
+    with 0.1 / 1)"""
     epsilon: float = 0.05
     """AMCB floor of each modality weight"""
     kmeans_iterations: int = 5

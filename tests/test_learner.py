@@ -164,6 +164,7 @@ def test_unknown_fusion_in_config_raises():
 def _fused_and_single_top1(dataset, modalities, seed=0):
     """Fused val/test top-1 under the round's weights (AMCB within the best val subset), and
     each modality head's, of a learner fitted on 40 labeled pool rows of ``modalities``."""
+    from rlmba_env.config import EnvConfig
     from rlmba_env.round import fusion_weights
 
     features = {m: torch.as_tensor(dataset.features[m]) for m in modalities}
@@ -174,11 +175,12 @@ def _fused_and_single_top1(dataset, modalities, seed=0):
     learner.fit(features, labels, torch.as_tensor(dataset.splits["pool"][:40]), equal, seed=seed)
     alphas = learner.predict(features)
     val, test = torch.as_tensor(dataset.splits["val"]), torch.as_tensor(dataset.splits["test"])
-    weights = fusion_weights(alphas[:, val], labels[val], equal, "efda", tau=0.1, epsilon=0.05)
+    weights = fusion_weights(alphas[:, val], labels[val], equal, learner.config.fusion, tau=EnvConfig.tau,
+                             epsilon=EnvConfig.epsilon)
     out = {}
     for split, rows in (("val", val), ("test", test)):
         a, y = alphas[:, rows], labels[rows]
-        out[split] = float((fuse(a, weights, "efda").argmax(-1) == y).float().mean())
+        out[split] = float((fuse(a, weights, learner.config.fusion).argmax(-1) == y).float().mean())
         out[split + "_single"] = [float((am.argmax(-1) == y).float().mean()) for am in a]
     return out
 
@@ -193,11 +195,17 @@ def signal_and_noise():
 
 
 def test_adding_a_pure_noise_modality_does_not_lower_fused_top1(signal_and_noise, one_torch_thread):
-    alone = _fused_and_single_top1(signal_and_noise, ("m0",))
-    with_noise = _fused_and_single_top1(signal_and_noise, ("m0", "m1"))
+    # mean over seeds: adding a modality changes the random draws (initialisation, dropout)
+    # of m0's own head, whose top-1 on this problem moves by several samples from seed to seed
+    # with or without the noise modality (EFDA and geometric fusion alike)
+    seeds = (0, 1, 2)
+    alone = [_fused_and_single_top1(signal_and_noise, ("m0",), seed) for seed in seeds]
+    with_noise = [_fused_and_single_top1(signal_and_noise, ("m0", "m1"), seed) for seed in seeds]
     for split in ("val", "test"):
         one_sample = 1.0 / len(signal_and_noise.splits[split])
-        assert with_noise[split] >= alone[split] - one_sample - 1e-9, (split, with_noise, alone)
+        mean_alone = sum(o[split] for o in alone) / len(seeds)
+        mean_with_noise = sum(o[split] for o in with_noise) / len(seeds)
+        assert mean_with_noise >= mean_alone - one_sample - 1e-9, (split, with_noise, alone)
 
 
 def test_fused_matches_the_modality_that_carries_all_the_signal(signal_and_noise, one_torch_thread):
@@ -235,3 +243,21 @@ def test_fit_does_not_import_torch_dynamo():
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_kl_weight_out_of_range_raises_naming_the_field():
+    with pytest.raises(ValueError, match="kl_weight"):
+        LearnerConfig(kl_weight=-0.5)
+
+
+def test_a_smaller_kl_weight_keeps_more_wrong_class_evidence(problem):
+    features, labels = problem
+    wrong = []
+    for kl_weight in (1.0, 0.0):
+        learner = make_fast_learner(kl_weight=kl_weight, kl_anneal_epochs=0)
+        learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+        alphas = learner.predict(features)[:, LABELED]  # (M, n, K)
+        not_true = torch.ones_like(alphas, dtype=torch.bool).scatter_(-1, labels[LABELED][None, :, None].expand(
+            alphas.shape[0], -1, 1), False)
+        wrong.append(float((alphas - 1)[not_true].mean()))
+    assert wrong[1] > wrong[0], wrong

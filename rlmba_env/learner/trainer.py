@@ -1,9 +1,9 @@
 """Fast training and inference of the evidential task model on cached features.
 
 One call to :meth:`EvidentialLearner.fit` is step 1 of an RL-MBA round (arXiv 2603.25107):
-train on the labeled set with the EDL loss (Sensoy et al., NeurIPS 2018, eq. 4 + annealed KL)
-on every modality's opinion and on the fused opinion (EFDA weighted evidence or TMC's
-Dempster-Shafer rule, Han et al., ICLR 2021). Features and labels stay on the device; the
+train on the labeled set with the EDL loss (Sensoy et al., NeurIPS 2018, eq. 4 + KL annealed
+to ``kl_weight``) on every modality's opinion and on the fused opinion (the geometric pool by
+default, EFDA weighted evidence or TMC's Dempster-Shafer rule, Han et al., ICLR 2021). Features and labels stay on the device; the
 labeled rows are gathered once per fit, and nothing is copied to the host inside the epoch
 loop. Fits are warm-started across rounds unless configured otherwise, and every random draw
 (initialisation, dropout, minibatch order) comes from the ``seed`` argument inside a forked RNG,
@@ -52,12 +52,20 @@ class LearnerConfig:
     weight_decay: float = 1e-4
     """Adam L2 weight decay"""
     kl_anneal_epochs: int = 50
-    """epochs over which the EDL KL coefficient rises linearly from 0 to 1 (0 = always 1)"""
+    """epochs over which the EDL KL coefficient rises linearly from 0 to ``kl_weight`` (0: always
+    ``kl_weight``)"""
+    kl_weight: float = 0.01
+    """the EDL KL coefficient after annealing (Sensoy et al. use 1). The KL term drives the
+    evidence of wrong classes to zero, where a view ranks none of them; a small coefficient
+    keeps them graded, so that under geometric fusion a view can veto a class (dev suite,
+    random sampling, 2 seeds: leaves100 fused AULC .852 / .862 with 0.1 / 0.01, .846 with 0)"""
     batch_size: int | None = None
     """minibatch size; None trains full batch (one step per epoch)"""
-    fusion: str = "efda"
-    """fusion rule of the loss and of every fused opinion: "efda" (weighted evidence), "ds"
-    (Dempster-Shafer) or "geometric" (product of Dirichlet strengths, a log-linear pool)"""
+    fusion: str = "geometric"
+    """fusion rule of the loss and of every fused opinion: "geometric" (product of Dirichlet
+    strengths, a log-linear pool in which a view can veto a class; the default, measured best
+    on the dev suite with ``kl_weight`` 0.01), "efda" (the paper's weighted evidence) or "ds"
+    (Dempster-Shafer)"""
     warm_start: bool = False
     """continue from the previous fit's parameters instead of re-initialising every round"""
     fused_loss_weight: float = 1.0
@@ -74,6 +82,7 @@ class LearnerConfig:
         self.lr = check_real(name("lr"), self.lr, low=0.0, low_open=True)
         self.weight_decay = check_real(name("weight_decay"), self.weight_decay, low=0.0)
         self.kl_anneal_epochs = check_int(name("kl_anneal_epochs"), self.kl_anneal_epochs, 0)
+        self.kl_weight = check_real(name("kl_weight"), self.kl_weight, low=0.0)
         if self.batch_size is not None:
             self.batch_size = check_int(name("batch_size"), self.batch_size, 1)
         check_choice(name("fusion"), self.fusion, FUSION_METHODS)
@@ -407,7 +416,7 @@ def _fit_group(learners: list[EvidentialLearner], cold: bool, features: dict[str
     axis = torch.arange(n_learners, device=device)[:, None]
     for epoch in range(epochs):
         t = epochs_done + epoch
-        kl_coef = 1.0 if cfg.kl_anneal_epochs <= 0 else min(1.0, t / cfg.kl_anneal_epochs)
+        kl_coef = cfg.kl_weight * (1.0 if cfg.kl_anneal_epochs <= 0 else min(1.0, t / cfg.kl_anneal_epochs))
         orders = (torch.stack([torch.randperm(n, device=device, generator=g) for g in generators])
                   if batch < n else None)
         for lo in range(0, n, batch):
