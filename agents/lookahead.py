@@ -135,8 +135,32 @@ def fit_linear(samples: Sequence[RoundSample], ridge: float = 1.0) -> np.ndarray
     scale = x.std(0)
     scale[scale == 0] = 1.0
     z = x / scale
-    w = np.linalg.solve(z.T @ z + ridge * len(y) * np.eye(z.shape[1]) / max(len(y), 1), z.T @ y)
+    # penalty relative to the correlation matrix z'z / n, so it does not depend on the sample count
+    w = np.linalg.solve(z.T @ z / len(y) + ridge * np.eye(z.shape[1]), z.T @ y / len(y))
     return w / scale
+
+
+def selected_gain(samples: Sequence[RoundSample], weights: np.ndarray) -> float:
+    """Mean, over rounds, of the gain of the batch ``weights`` ranks first minus the round's mean
+    gain: how much choosing among a round's batches by the scorer buys."""
+    return float(np.mean([s.gains[np.argmax(s.features @ weights)] - s.gains.mean() for s in samples]))
+
+
+def choose_ridge(samples: Sequence[RoundSample], ridges: Sequence[float]) -> tuple[float, dict[float, float]]:
+    """The ridge penalty with the best leave-one-dataset-out :func:`selected_gain` over the
+    datasets of ``samples`` (each dataset scored by a fit on the others; the mean over datasets),
+    and every candidate's score. The smallest penalty wins ties."""
+    names = sorted({s.dataset for s in samples})
+    if len(names) < 2:
+        raise ValueError(f"choose_ridge() needs samples of at least two datasets, got {names}")
+    scores = {}
+    for ridge in ridges:
+        scores[ridge] = float(np.mean([
+            selected_gain([s for s in samples if s.dataset == d],
+                          fit_linear([s for s in samples if s.dataset != d], ridge))
+            for d in names]))
+    best = max(sorted(ridges), key=lambda r: scores[r])
+    return best, scores
 
 
 def linear_agent(env: gym.Env, weights: np.ndarray, seed: int = 0) -> ReinforceAgent:

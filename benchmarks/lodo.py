@@ -78,8 +78,9 @@ class Args:
     even, the random proposer on odd episodes)"""
     lookahead_random: int = 10
     """uniform candidate batches per look-ahead round, next to the proposers' batches"""
-    ridge: float = 1.0
-    """ridge penalty of the look-ahead regression (on standardised columns)"""
+    ridges: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    """ridge penalties of the look-ahead regression (on standardised columns); each fold takes
+    the one with the best leave-one-dataset-out selected gain over its own training datasets"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -223,22 +224,24 @@ def lookahead_samples(args: Args, spec, out: Path) -> list:
 def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     """Fit the linear look-ahead scorer on the fold's training suite (never ``held_out``) and
     save it as a REINFORCE checkpoint."""
-    from agents.lookahead import IGNORED_COLUMNS, fit_linear, linear_agent
+    from agents.lookahead import IGNORED_COLUMNS, choose_ridge, fit_linear, linear_agent
 
     kwargs = json.loads(args.env_kwargs)
     specs = [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names() if n != held_out]
     specs += [parse_spec(s) for s in args.extra]
     samples = [r for spec in specs for r in lookahead_samples(args, spec, out)]
-    weights = fit_linear(samples, ridge=args.ridge)
+    ridge, cv = choose_ridge(samples, args.ridges)
+    weights = fit_linear(samples, ridge=ridge)
     env = make_suite_env(specs[0], **kwargs)
     agent = linear_agent(env, weights)
     path = out / "policies" / f"{held_out}.pt"
     agent.save(path)
     columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
     (path.with_suffix(".json")).write_text(json.dumps(
-        {"held_out": held_out, "teacher": "lookahead", "rounds": len(samples), "ridge": args.ridge,
+        {"held_out": held_out, "teacher": "lookahead", "rounds": len(samples), "ridge": ridge,
+         "ridge_cv": {str(k): v for k, v in cv.items()},
          "weights": dict(zip(columns, map(float, weights))), "suite": [s.label for s in specs]}, indent=1))
-    print(f"fold {held_out}: look-ahead scorer from {len(samples)} rounds", flush=True)
+    print(f"fold {held_out}: look-ahead scorer from {len(samples)} rounds, ridge {ridge}", flush=True)
     return path
 
 

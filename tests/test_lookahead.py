@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.lookahead import (IGNORED_COLUMNS, RoundSample, collect, draw_batches, fit_linear, linear_agent,
-                              load_samples, round_gains, save_samples)
+from agents.lookahead import (IGNORED_COLUMNS, RoundSample, choose_ridge, collect, draw_batches, fit_linear,
+                              linear_agent, load_samples, round_gains, save_samples)
 from rlmba_env import MultimodalALEnv
 from rlmba_env.data.synthetic import make_synthetic
 
@@ -85,3 +85,17 @@ def test_saved_samples_load_back_equal(tmp_path):
     assert [s.dataset for s in back] == ["a", "b"]
     assert all(np.array_equal(x.features, y.features) and np.array_equal(x.gains, y.gains)
                for x, y in zip(samples, back))
+
+
+def test_choose_ridge_prefers_the_penalty_that_ranks_held_out_batches_best():
+    rng = np.random.default_rng(1)
+    samples = []
+    for d in ("a", "b", "c"):
+        for r in range(40):
+            # two strongly correlated columns whose difference is the gain: only a weak penalty
+            # separates them, a heavy one shrinks towards their marginal covariances
+            first = rng.uniform(size=6)
+            x = np.stack([first, first + 0.3 * rng.uniform(size=6)], axis=1)
+            samples.append(RoundSample(x, x[:, 0] - x[:, 1], d))
+    best, scores = choose_ridge(samples, (1e-3, 1e6))
+    assert best == 1e-3 and scores[1e-3] > scores[1e6]
