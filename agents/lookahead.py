@@ -116,10 +116,15 @@ def collect(env: gym.Env, seeds: Sequence[int], n_random: int = 6, behaviour: st
     return samples
 
 
-def fit_linear(samples: Sequence[RoundSample], ridge: float = 1.0) -> np.ndarray:
+def fit_linear(samples: Sequence[RoundSample], ridge: float = 1.0, prior: int | None = None) -> np.ndarray:
     """Weights ``w`` (F_kept,) of the per-candidate score ``w . x`` over the kept raw columns:
     ridge regression of the per-round-centred gain on the per-round-centred, standardised batch
-    means (equal weight per round: each round's gains are divided by their spread)."""
+    means (equal weight per round: each round's gains are divided by their spread).
+
+    The penalty shrinks towards zero, or with ``prior`` (a kept column's position, e.g. that of
+    ``margin_rank``) towards the rule that column plays: its own least-squares coefficient
+    (at least 0) on it, 0 elsewhere. A large ``ridge`` then plays that rule, a small one the
+    free fit."""
     if not samples:
         raise ValueError("fit_linear() got no samples; collect() look-ahead rounds first")
     xs, ys = [], []
@@ -135,8 +140,11 @@ def fit_linear(samples: Sequence[RoundSample], ridge: float = 1.0) -> np.ndarray
     scale = x.std(0)
     scale[scale == 0] = 1.0
     z = x / scale
+    centre = np.zeros(z.shape[1])
+    if prior is not None:
+        centre[prior] = max(0.0, float(z[:, prior] @ y) / max(float(z[:, prior] @ z[:, prior]), 1e-12))
     # penalty relative to the correlation matrix z'z / n, so it does not depend on the sample count
-    w = np.linalg.solve(z.T @ z / len(y) + ridge * np.eye(z.shape[1]), z.T @ y / len(y))
+    w = np.linalg.solve(z.T @ z / len(y) + ridge * np.eye(z.shape[1]), z.T @ y / len(y) + ridge * centre)
     return w / scale
 
 
@@ -146,7 +154,8 @@ def selected_gain(samples: Sequence[RoundSample], weights: np.ndarray) -> float:
     return float(np.mean([s.gains[np.argmax(s.features @ weights)] - s.gains.mean() for s in samples]))
 
 
-def choose_ridge(samples: Sequence[RoundSample], ridges: Sequence[float]) -> tuple[float, dict[float, float]]:
+def choose_ridge(samples: Sequence[RoundSample], ridges: Sequence[float],
+                 prior: int | None = None) -> tuple[float, dict[float, float]]:
     """The ridge penalty with the best leave-one-dataset-out :func:`selected_gain` over the
     datasets of ``samples`` (each dataset scored by a fit on the others; the mean over datasets),
     and every candidate's score. The smallest penalty wins ties."""
@@ -157,7 +166,7 @@ def choose_ridge(samples: Sequence[RoundSample], ridges: Sequence[float]) -> tup
     for ridge in ridges:
         scores[ridge] = float(np.mean([
             selected_gain([s for s in samples if s.dataset == d],
-                          fit_linear([s for s in samples if s.dataset != d], ridge))
+                          fit_linear([s for s in samples if s.dataset != d], ridge, prior))
             for d in names]))
     best = max(sorted(ridges), key=lambda r: scores[r])
     return best, scores

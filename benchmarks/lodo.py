@@ -81,6 +81,9 @@ class Args:
     ridges: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     """ridge penalties of the look-ahead regression (on standardised columns); each fold takes
     the one with the best leave-one-dataset-out selected gain over its own training datasets"""
+    prior: str = ""
+    """candidate column the look-ahead regression shrinks towards (e.g. ``margin_rank``: a large
+    penalty plays margin sampling); empty: shrink towards zero"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -230,15 +233,18 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     specs = [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names() if n != held_out]
     specs += [parse_spec(s) for s in args.extra]
     samples = [r for spec in specs for r in lookahead_samples(args, spec, out)]
-    ridge, cv = choose_ridge(samples, args.ridges)
-    weights = fit_linear(samples, ridge=ridge)
     env = make_suite_env(specs[0], **kwargs)
+    columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
+    if args.prior and args.prior not in columns:
+        raise ValueError(f"--prior {args.prior!r} is not a scored candidate column; choose one of {columns}")
+    prior = columns.index(args.prior) if args.prior else None
+    ridge, cv = choose_ridge(samples, args.ridges, prior)
+    weights = fit_linear(samples, ridge, prior)
     agent = linear_agent(env, weights)
     path = out / "policies" / f"{held_out}.pt"
     agent.save(path)
-    columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
     (path.with_suffix(".json")).write_text(json.dumps(
-        {"held_out": held_out, "teacher": "lookahead", "rounds": len(samples), "ridge": ridge,
+        {"held_out": held_out, "teacher": "lookahead", "rounds": len(samples), "ridge": ridge, "prior": args.prior,
          "ridge_cv": {str(k): v for k, v in cv.items()},
          "weights": dict(zip(columns, map(float, weights))), "suite": [s.label for s in specs]}, indent=1))
     print(f"fold {held_out}: look-ahead scorer from {len(samples)} rounds, ridge {ridge}", flush=True)

@@ -99,3 +99,13 @@ def test_choose_ridge_prefers_the_penalty_that_ranks_held_out_batches_best():
             samples.append(RoundSample(x, x[:, 0] - x[:, 1], d))
     best, scores = choose_ridge(samples, (1e-3, 1e6))
     assert best == 1e-3 and scores[1e-3] > scores[1e6]
+
+
+def test_fit_linear_with_a_large_penalty_plays_the_prior_column():
+    rng = np.random.default_rng(2)
+    samples = []
+    for r in range(50):
+        x = rng.uniform(size=(6, 3))
+        samples.append(RoundSample(x, x[:, 1] + x[:, 2] + rng.normal(scale=0.1, size=6), "a"))
+    w = fit_linear(samples, ridge=1e8, prior=1)
+    assert w[1] > 0 and np.allclose(w[[0, 2]], 0.0, atol=1e-6 * w[1])
