@@ -10,8 +10,10 @@ plus AV-Digits and Synthetic (``--extra``): behaviour cloning (:mod:`agents.imit
 teacher rule that scored the best mean normalised AULC over the fold's training development
 datasets (among ``--teachers``; measured by the ``baselines`` stage, so the held-out dataset's
 results never choose its teacher), optionally followed by REINFORCE episodes over the training
-suite. The held-out dataset is then played by that policy, greedy and frozen, on the same
-seeds as the strategies.
+suite. With ``--method lookahead`` the fold's policy is instead the linear candidate scorer
+fitted to one-step look-ahead gains on the fold's training datasets (:mod:`agents.lookahead`;
+the look-ahead rounds are cached per dataset under ``lookahead/``). The held-out dataset is
+then played by that policy, greedy and frozen, on the same seeds as the strategies.
 
 The report normalises each dataset's AULC between random (0) and the best classic strategy
 (1), aggregates across datasets with rliable (IQM with 95% stratified-bootstrap intervals,
@@ -235,8 +237,6 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     samples = [r for spec in specs for r in lookahead_samples(args, spec, out)]
     env = make_suite_env(specs[0], **kwargs)
     columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
-    if args.prior and args.prior not in columns:
-        raise ValueError(f"--prior {args.prior!r} is not a scored candidate column; choose one of {columns}")
     prior = columns.index(args.prior) if args.prior else None
     ridge, cv = choose_ridge(samples, args.ridges, prior)
     weights = fit_linear(samples, ridge, prior)
@@ -325,6 +325,11 @@ def main(args: Args) -> None:
     elif args.stage == "train":
         if args.method not in ("clone", "lookahead"):
             raise ValueError(f"--method {args.method!r} is not allowed; choose clone or lookahead")
+        from agents.lookahead import IGNORED_COLUMNS
+        from rlmba_env.observation import CANDIDATE_COLUMNS
+        scored = [c for c in CANDIDATE_COLUMNS if c not in IGNORED_COLUMNS]
+        if args.prior and args.prior not in scored:
+            raise ValueError(f"--prior {args.prior!r} is not a scored candidate column; choose one of {scored}")
         table = aulc_table(out, args.datasets, args.seeds)
         for name in args.datasets:
             if not (out / "policies" / f"{name}.pt").is_file():

@@ -109,3 +109,17 @@ def test_fit_linear_with_a_large_penalty_plays_the_prior_column():
         samples.append(RoundSample(x, x[:, 1] + x[:, 2] + rng.normal(scale=0.1, size=6), "a"))
     w = fit_linear(samples, ridge=1e8, prior=1)
     assert w[1] > 0 and np.allclose(w[[0, 2]], 0.0, atol=1e-6 * w[1])
+
+
+def test_lodo_rejects_an_unknown_method_naming_the_allowed_ones(tmp_path):
+    from benchmarks.lodo import Args, main
+
+    with pytest.raises(ValueError, match="choose clone or lookahead"):
+        main(Args(stage="train", method="oracle", out_dir=str(tmp_path)))
+
+
+def test_lodo_rejects_a_prior_that_is_not_a_scored_column(tmp_path):
+    from benchmarks.lodo import Args, main
+
+    with pytest.raises(ValueError, match="'picked' is not a scored candidate column"):
+        main(Args(stage="train", method="lookahead", prior="picked", out_dir=str(tmp_path)))
