@@ -10,8 +10,10 @@ plus AV-Digits and Synthetic (``--extra``): behaviour cloning (:mod:`agents.imit
 teacher rule that scored the best mean normalised AULC over the fold's training development
 datasets (among ``--teachers``; measured by the ``baselines`` stage, so the held-out dataset's
 results never choose its teacher), optionally followed by REINFORCE episodes over the training
-suite. The held-out dataset is then played by that policy, greedy and frozen, on the same
-seeds as the strategies.
+suite. With ``--method lookahead`` the fold's policy is instead the linear candidate scorer
+fitted to one-step look-ahead gains on the fold's training datasets (:mod:`agents.lookahead`;
+the look-ahead rounds are cached per dataset under ``lookahead/``). The held-out dataset is
+then played by that policy, greedy and frozen, on the same seeds as the strategies.
 
 The report normalises each dataset's AULC between random (0) and the best classic strategy
 (1), aggregates across datasets with rliable (IQM with 95% stratified-bootstrap intervals,
@@ -69,6 +71,21 @@ class Args:
     """behaviour-cloning epochs"""
     pg_episodes: int = 0
     """REINFORCE episodes over the training suite after cloning (0: cloning only)"""
+    method: str = "clone"
+    """``clone``: behaviour cloning of the fold's best teacher rule; ``lookahead``: the linear
+    scorer fitted to one-step look-ahead gains on the fold's training datasets
+    (:mod:`agents.lookahead`)"""
+    lookahead_episodes: int = 2
+    """look-ahead episodes per training env spec (seeds 1000, 1001, ...; behaviour margin on
+    even, the random proposer on odd episodes)"""
+    lookahead_random: int = 10
+    """uniform candidate batches per look-ahead round, next to the proposers' batches"""
+    ridges: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    """ridge penalties of the look-ahead regression (on standardised columns); each fold takes
+    the one with the best leave-one-dataset-out selected gain over its own training datasets"""
+    prior: str = ""
+    """candidate column the look-ahead regression shrinks towards (e.g. ``margin_rank``: a large
+    penalty plays margin sampling); empty: shrink towards zero"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -187,6 +204,53 @@ def train_fold(args: Args, held_out: str, teacher: str, out: Path) -> Path:
     return path
 
 
+def lookahead_samples(args: Args, spec, out: Path) -> list:
+    """The look-ahead rounds of one training env spec (cached: they do not depend on the fold)."""
+    from agents.lookahead import collect, load_samples, save_samples
+
+    kwargs = json.loads(args.env_kwargs)
+    samples = []
+    for k in range(args.lookahead_episodes):
+        seed = 1000 + k
+        cache = out / "lookahead" / f"{spec.label}__{seed}.npz"
+        if not cache.is_file():
+            env = make_suite_env(spec, **kwargs)
+            start = time.perf_counter()
+            part = collect(env, [seed], n_random=args.lookahead_random,
+                           behaviour="margin_rank" if k % 2 == 0 else "proposed_random", rng_seed=seed)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            save_samples(cache, part)
+            print(f"look-ahead {spec.label} seed {seed}: {len(part)} rounds "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+        samples += load_samples(cache)
+    return samples
+
+
+def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
+    """Fit the linear look-ahead scorer on the fold's training suite (never ``held_out``) and
+    save it as a REINFORCE checkpoint."""
+    from agents.lookahead import IGNORED_COLUMNS, choose_ridge, fit_linear, linear_agent
+
+    kwargs = json.loads(args.env_kwargs)
+    specs = [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names() if n != held_out]
+    specs += [parse_spec(s) for s in args.extra]
+    samples = [r for spec in specs for r in lookahead_samples(args, spec, out)]
+    env = make_suite_env(specs[0], **kwargs)
+    columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
+    prior = columns.index(args.prior) if args.prior else None
+    ridge, cv = choose_ridge(samples, args.ridges, prior)
+    weights = fit_linear(samples, ridge, prior)
+    agent = linear_agent(env, weights)
+    path = out / "policies" / f"{held_out}.pt"
+    agent.save(path)
+    (path.with_suffix(".json")).write_text(json.dumps(
+        {"held_out": held_out, "teacher": "lookahead", "rounds": len(samples), "ridge": ridge, "prior": args.prior,
+         "ridge_cv": {str(k): v for k, v in cv.items()},
+         "weights": dict(zip(columns, map(float, weights))), "suite": [s.label for s in specs]}, indent=1))
+    print(f"fold {held_out}: look-ahead scorer from {len(samples)} rounds, ridge {ridge}", flush=True)
+    return path
+
+
 def run_policies(args: Args, out: Path) -> None:
     kwargs = json.loads(args.env_kwargs)
     for seed in args.seeds:
@@ -259,10 +323,20 @@ def main(args: Args) -> None:
     if args.stage == "baselines":
         run_baselines(args, out)
     elif args.stage == "train":
+        if args.method not in ("clone", "lookahead"):
+            raise ValueError(f"--method {args.method!r} is not allowed; choose clone or lookahead")
+        from agents.lookahead import IGNORED_COLUMNS
+        from rlmba_env.observation import CANDIDATE_COLUMNS
+        scored = [c for c in CANDIDATE_COLUMNS if c not in IGNORED_COLUMNS]
+        if args.prior and args.prior not in scored:
+            raise ValueError(f"--prior {args.prior!r} is not a scored candidate column; choose one of {scored}")
         table = aulc_table(out, args.datasets, args.seeds)
         for name in args.datasets:
             if not (out / "policies" / f"{name}.pt").is_file():
-                train_fold(args, name, choose_teacher(args, name, table), out)
+                if args.method == "lookahead":
+                    train_lookahead_fold(args, name, out)
+                else:
+                    train_fold(args, name, choose_teacher(args, name, table), out)
     elif args.stage == "policies":
         run_policies(args, out)
     elif args.stage == "report":
