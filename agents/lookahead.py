@@ -16,7 +16,10 @@ model of batch means is a per-candidate linear score ``w . x``: the batch of top
 by it maximises the predicted gain. :func:`linear_agent` writes that score exactly into the
 shipped :class:`~agents.reinforce.ReinforceAgent` set scorer (one ReLU path kept positive over
 the unit cube, every other unit zero), so the result is an ordinary REINFORCE checkpoint that
-plays greedy, frozen or keeps learning online.
+plays greedy, frozen or keeps learning online. :func:`with_interactions` crosses the columns
+with a few entries of the round state (recorded by :func:`collect`), so that the fitted rule can
+change with the labeling regime; :func:`bilinear_agent` writes that fit exactly into a
+:class:`~agents.networks.BilinearScorer`.
 """
 
 from __future__ import annotations
