@@ -16,7 +16,10 @@ model of batch means is a per-candidate linear score ``w . x``: the batch of top
 by it maximises the predicted gain. :func:`linear_agent` writes that score exactly into the
 shipped :class:`~agents.reinforce.ReinforceAgent` set scorer (one ReLU path kept positive over
 the unit cube, every other unit zero), so the result is an ordinary REINFORCE checkpoint that
-plays greedy, frozen or keeps learning online.
+plays greedy, frozen or keeps learning online. :func:`with_interactions` crosses the columns
+with a few entries of the round state (recorded by :func:`collect`), so that the fitted rule can
+change with the labeling regime; :func:`bilinear_agent` writes that fit exactly into a
+:class:`~agents.networks.BilinearScorer`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class RoundSample:
     """(S,) fused top-1 on the evaluation rows after labeling the batch"""
     dataset: str
     """the env's dataset name"""
+    state: np.ndarray | None = None
+    """(G,) the observation's round state at the round's start (None where not recorded)"""
 
 
 def draw_batches(obs: dict[str, np.ndarray], columns: Sequence[str], per_round: int, n_random: int,
@@ -108,7 +113,7 @@ def collect(env: gym.Env, seeds: Sequence[int], n_random: int = 6, behaviour: st
                 gains = round_gains(env, batches, int(rng.integers(2**31 - 1)))
                 cand = np.asarray(obs["candidates"])
                 feats = np.stack([cand[b][:, keep].mean(0) for b in batches])
-                samples.append(RoundSample(feats, gains, u.dataset.name))
+                samples.append(RoundSample(feats, gains, u.dataset.name, np.asarray(obs["state"], np.float32)))
             mask = np.asarray(obs["action_mask"]).astype(bool)
             pick = int(np.argmax(np.where(mask, obs["candidates"][:, lead], -np.inf)))
             obs, _, terminated, truncated, _ = env.step(pick)
@@ -201,16 +206,53 @@ def linear_agent(env: gym.Env, weights: np.ndarray, seed: int = 0) -> ReinforceA
 
 
 def save_samples(path, samples: Sequence[RoundSample]) -> None:
-    """Write ``samples`` to one ``.npz`` (rounds concatenated, ``round`` gives each row's round)."""
+    """Write ``samples`` to one ``.npz`` (rounds concatenated, ``round`` gives each row's round;
+    ``state`` one row per round, written when every sample has one)."""
+    states = {"state": np.stack([s.state for s in samples])} if all(s.state is not None for s in samples) else {}
     np.savez(path, features=np.concatenate([s.features for s in samples]),
              gains=np.concatenate([s.gains for s in samples]),
              round=np.concatenate([np.full(s.gains.size, i) for i, s in enumerate(samples)]),
-             dataset=np.array([s.dataset for s in samples]))
+             dataset=np.array([s.dataset for s in samples]), **states)
 
 
 def load_samples(path) -> list[RoundSample]:
     """The samples written by :func:`save_samples`."""
     with np.load(path) as f:
         rounds, names = f["round"], f["dataset"]
-        return [RoundSample(f["features"][rounds == i], f["gains"][rounds == i], str(names[i]))
+        states = f["state"] if "state" in f else [None] * names.size
+        return [RoundSample(f["features"][rounds == i], f["gains"][rounds == i], str(names[i]), states[i])
                 for i in range(names.size)]
+
+
+def with_interactions(samples: Sequence[RoundSample], state_terms: Sequence[int]) -> list[RoundSample]:
+    """The samples with each batch mean ``x`` replaced by ``x (x) [1, s_j1, ..., s_jn]`` (column
+    major: column c's terms are adjacent), the round state ``s`` at ``state_terms``. The state is
+    constant within a round, so this is the batch mean of the per-candidate products, and a
+    linear fit on it is a :class:`~agents.networks.BilinearScorer` (see :func:`bilinear_agent`)."""
+    out = []
+    for s in samples:
+        if s.state is None:
+            raise ValueError(f"with_interactions() needs the round state; a {s.dataset} sample has none "
+                             "(collect() records it)")
+        terms = np.concatenate([[1.0], np.asarray(s.state, np.float64)[list(state_terms)]])
+        feats = (s.features[:, :, None] * terms[None, None, :]).reshape(len(s.features), -1)
+        out.append(RoundSample(feats, s.gains, s.dataset, s.state))
+    return out
+
+
+def bilinear_agent(env: gym.Env, weights: np.ndarray, state_terms: Sequence[int], seed: int = 0) -> ReinforceAgent:
+    """A :class:`ReinforceAgent` with a :class:`~agents.networks.BilinearScorer` whose logit is
+    exactly the fit of :func:`fit_linear` on :func:`with_interactions` samples (``weights``
+    of length kept columns x (1 + len(state_terms)))."""
+    u = env.unwrapped
+    columns = list(u.candidate_columns)
+    keep = [j for j, c in enumerate(columns) if c not in IGNORED_COLUMNS]
+    width = 1 + len(state_terms)
+    if len(weights) != len(keep) * width:
+        raise ValueError(f"bilinear_agent() got {len(weights)} weights; {len(keep)} scored columns x "
+                         f"{width} terms need {len(keep) * width}")
+    agent = ReinforceAgent.from_env(env, {"scorer": "bilinear", "state_terms": tuple(state_terms)}, seed=seed)
+    with torch.no_grad():
+        agent.scorer.weight.zero_()
+        agent.scorer.weight[keep] = torch.as_tensor(np.reshape(weights, (len(keep), width)), dtype=torch.float32)
+    return agent

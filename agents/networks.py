@@ -118,6 +118,50 @@ class SetScorer(nn.Module):
         return self(obs["candidates"], obs["state"], obs.get("action_mask"))[0]
 
 
+class BilinearScorer(nn.Module):
+    """Per-candidate score linear in the candidate columns, with coefficients linear in a few
+    round-state entries: ``logit = x' W [1, s_j1, ..., s_jn]`` (plain torch, no hidden layer).
+
+    Which selection rule is best depends on the labeling regime (cold start favours coverage,
+    later rounds uncertainty; Hacohen et al., ICML 2022, "Active learning on a budget"): the
+    products with the state let one scorer switch its rule with the round, which a linear score
+    of the candidate columns alone cannot. Permutation equivariant and masked like
+    :class:`SetScorer`; :mod:`agents.lookahead` fits ``W`` in closed form.
+
+    Args:
+        n_features: F, features per candidate.
+        state_dim: G, length of the round state.
+        state_terms: positions of the state entries the coefficients depend on.
+    """
+
+    def __init__(self, n_features: int, state_dim: int, state_terms: tuple[int, ...] = ()):
+        super().__init__()
+        bad = [j for j in state_terms if not 0 <= j < state_dim]
+        if bad:
+            raise ValueError(f"state_terms {list(state_terms)} hold positions outside the state of length "
+                             f"{state_dim}: {bad}")
+        self.n_features, self.state_dim = n_features, state_dim
+        self.state_terms = tuple(int(j) for j in state_terms)
+        self.weight = nn.Parameter(torch.zeros(n_features, 1 + len(self.state_terms)))
+        self.pooled_dim = n_features + state_dim
+
+    def forward(
+        self, candidates: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, K), masked to :data:`MASKED_LOGIT` where ``mask`` is 0, and the mean
+        candidate row with the state (B, ``pooled_dim``) as permutation-invariant set features."""
+        terms = torch.cat([torch.ones_like(state[:, :1]), state[:, list(self.state_terms)]], dim=-1)
+        logits = torch.einsum("bkf,fj,bj->bk", candidates, self.weight, terms)
+        present = torch.ones_like(logits, dtype=torch.bool) if mask is None else mask > 0.5
+        if mask is not None:
+            logits = logits.masked_fill(~present, MASKED_LOGIT)
+        return logits, torch.cat([_masked_mean_max(candidates, present, "mean"), state], dim=-1)
+
+    def logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Masked logits of a (batched) observation dict with ``candidates``, ``state``, ``action_mask``."""
+        return self(obs["candidates"], obs["state"], obs.get("action_mask"))[0]
+
+
 SCORER_DEFAULTS: dict[str, object] = {
     name: p.default for name, p in inspect.signature(SetScorer.__init__).parameters.items()
     if p.default is not inspect.Parameter.empty

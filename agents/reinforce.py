@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.networks import MASKED_LOGIT, SCORER_DEFAULTS, SetScorer, set_dims
+from agents.networks import MASKED_LOGIT, SCORER_DEFAULTS, BilinearScorer, SetScorer, set_dims
 from agents.rollout import EpisodeResult, play_episode
 
 CHECKPOINT_FORMAT = 1
@@ -62,6 +62,16 @@ class ReinforceConfig:
     """one self-attention layer across candidates"""
     heads: int = SCORER_DEFAULTS["heads"]
     """attention heads"""
+    scorer: str = "set"
+    """``set``: the :class:`~agents.networks.SetScorer` MLP; ``bilinear``: the
+    :class:`~agents.networks.BilinearScorer` (candidate columns times ``[1, state_terms]``)"""
+    state_terms: tuple[int, ...] = ()
+    """state positions of the bilinear scorer's coefficients (ignored by ``set``)"""
+
+    def __post_init__(self):
+        if self.scorer not in ("set", "bilinear"):
+            raise ValueError(f"ReinforceConfig.scorer {self.scorer!r} is not allowed; choose set or bilinear")
+        self.state_terms = tuple(int(j) for j in self.state_terms)
 
 
 def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -114,8 +124,11 @@ class ReinforceAgent:
         self.device = torch.device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.scorer = SetScorer(n_features, state_dim, hidden=c.hidden, state_hidden=c.state_hidden,
-                                    attention=c.attention, heads=c.heads, pooling="mean")
+            if c.scorer == "bilinear":
+                self.scorer = BilinearScorer(n_features, state_dim, tuple(c.state_terms))
+            else:
+                self.scorer = SetScorer(n_features, state_dim, hidden=c.hidden, state_hidden=c.state_hidden,
+                                        attention=c.attention, heads=c.heads, pooling="mean")
         self.scorer.to(self.device)
         self.optimizer = torch.optim.Adam(self.scorer.parameters(), lr=c.learning_rate)
         self.generator = torch.Generator().manual_seed(self.seed)

@@ -108,6 +108,10 @@ class Args:
     """one self-attention layer across candidates"""
     heads: from_yaml(int, DEFAULTS["heads"]) = None
     """attention heads"""
+    scorer: from_yaml(str, DEFAULTS["scorer"]) = None
+    """``set`` (the MLP) or ``bilinear`` (candidate columns times ``[1, state_terms]``)"""
+    state_terms: from_yaml(tuple[int, ...], DEFAULTS["state_terms"]) = None
+    """state positions of the bilinear scorer's coefficients"""
     torch_threads: int = 1
     """torch threads of this process (0: torch's default); the classifier fits are small, so one
     thread is fastest on a small busy machine (README, Speed)"""

@@ -86,6 +86,10 @@ class Args:
     prior: str = ""
     """candidate column the look-ahead regression shrinks towards (e.g. ``margin_rank``: a large
     penalty plays margin sampling); empty: shrink towards zero"""
+    interactions: tuple[str, ...] = ()
+    """round-state entries (``rlmba_env.observation.STATE_ENTRIES``, e.g. ``val_top1
+    class_coverage``) crossed with the candidate columns in the look-ahead regression: the fold's
+    scorer is then an :class:`~agents.networks.BilinearScorer` whose rule changes with them"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -229,7 +233,9 @@ def lookahead_samples(args: Args, spec, out: Path) -> list:
 def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     """Fit the linear look-ahead scorer on the fold's training suite (never ``held_out``) and
     save it as a REINFORCE checkpoint."""
-    from agents.lookahead import IGNORED_COLUMNS, choose_ridge, fit_linear, linear_agent
+    from agents.lookahead import (IGNORED_COLUMNS, bilinear_agent, choose_ridge, fit_linear, linear_agent,
+                                  with_interactions)
+    from rlmba_env.observation import STATE_ENTRIES
 
     kwargs = json.loads(args.env_kwargs)
     specs = [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names() if n != held_out]
@@ -237,14 +243,20 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     samples = [r for spec in specs for r in lookahead_samples(args, spec, out)]
     env = make_suite_env(specs[0], **kwargs)
     columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
-    prior = columns.index(args.prior) if args.prior else None
+    terms = [STATE_ENTRIES.index(e) for e in args.interactions]
+    width = 1 + len(terms)
+    if terms:
+        samples = with_interactions(samples, terms)
+        columns = [f"{c}*{t}" for c in columns for t in ("1", *args.interactions)]
+    prior = columns.index(args.prior if not terms else f"{args.prior}*1") if args.prior else None
     ridge, cv = choose_ridge(samples, args.ridges, prior)
     weights = fit_linear(samples, ridge, prior)
-    agent = linear_agent(env, weights)
+    agent = bilinear_agent(env, weights, terms) if terms else linear_agent(env, weights)
     path = out / "policies" / f"{held_out}.pt"
     agent.save(path)
     (path.with_suffix(".json")).write_text(json.dumps(
         {"held_out": held_out, "teacher": "lookahead", "rounds": len(samples), "ridge": ridge, "prior": args.prior,
+         "interactions": list(args.interactions), "width": width,
          "ridge_cv": {str(k): v for k, v in cv.items()},
          "weights": dict(zip(columns, map(float, weights))), "suite": [s.label for s in specs]}, indent=1))
     print(f"fold {held_out}: look-ahead scorer from {len(samples)} rounds, ridge {ridge}", flush=True)
@@ -330,6 +342,10 @@ def main(args: Args) -> None:
         scored = [c for c in CANDIDATE_COLUMNS if c not in IGNORED_COLUMNS]
         if args.prior and args.prior not in scored:
             raise ValueError(f"--prior {args.prior!r} is not a scored candidate column; choose one of {scored}")
+        from rlmba_env.observation import STATE_ENTRIES
+        unknown = [e for e in args.interactions if e not in STATE_ENTRIES]
+        if unknown:
+            raise ValueError(f"--interactions {unknown} are not state entries; choose from {list(STATE_ENTRIES)}")
         table = aulc_table(out, args.datasets, args.seeds)
         for name in args.datasets:
             if not (out / "policies" / f"{name}.pt").is_file():

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.lookahead import (IGNORED_COLUMNS, RoundSample, choose_ridge, collect, draw_batches, fit_linear,
-                              linear_agent, load_samples, round_gains, save_samples)
+from agents.lookahead import (IGNORED_COLUMNS, RoundSample, bilinear_agent, choose_ridge, collect, draw_batches,
+                              fit_linear, linear_agent, load_samples, round_gains, save_samples, with_interactions)
+from agents.reinforce import ReinforceAgent
 from rlmba_env import MultimodalALEnv
 from rlmba_env.data.synthetic import make_synthetic
 
@@ -123,3 +124,56 @@ def test_lodo_rejects_a_prior_that_is_not_a_scored_column(tmp_path):
 
     with pytest.raises(ValueError, match="'picked' is not a scored candidate column"):
         main(Args(stage="train", method="lookahead", prior="picked", out_dir=str(tmp_path)))
+
+
+def test_bilinear_agent_logits_are_the_columns_weighted_by_coefficients_linear_in_the_state():
+    env = tiny_env()
+    obs, _ = env.reset(seed=0)
+    terms = [3, 16]
+    weights = np.random.default_rng(0).normal(size=len(kept(env)) * 3)
+    logits = bilinear_agent(env, weights, terms).logits(obs).numpy()
+    coef = weights.reshape(-1, 3) @ np.concatenate([[1.0], obs["state"][terms]])
+    allowed = obs["action_mask"].astype(bool)
+    assert np.allclose(logits[allowed], (obs["candidates"][:, kept(env)] @ coef)[allowed], atol=1e-4)
+
+
+def test_bilinear_agent_ranks_batches_as_the_interaction_fit_scores_their_means():
+    env = tiny_env()
+    obs, _ = env.reset(seed=0)
+    terms = [3, 16]
+    batches = [np.arange(3), np.arange(3, 6)]
+    sample = RoundSample(np.stack([obs["candidates"][b][:, kept(env)].mean(0) for b in batches]), np.zeros(2),
+                         "a", obs["state"])
+    weights = np.random.default_rng(1).normal(size=len(kept(env)) * 3)
+    predicted = with_interactions([sample], terms)[0].features @ weights
+    logits = bilinear_agent(env, weights, terms).logits(obs).numpy()
+    assert np.allclose([logits[b].mean() for b in batches], predicted, atol=1e-4)
+
+
+def test_bilinear_agent_checkpoint_loads_back_with_the_same_logits(tmp_path):
+    env = tiny_env()
+    obs, _ = env.reset(seed=0)
+    agent = bilinear_agent(env, np.random.default_rng(2).normal(size=len(kept(env)) * 2), [3])
+    back = ReinforceAgent.load(agent.save(tmp_path / "a.pt"))
+    assert torch.equal(agent.logits(obs), back.logits(obs))
+
+
+def test_collect_records_the_round_state_and_saved_samples_keep_it(tmp_path):
+    env = tiny_env()
+    samples = collect(env, [0], n_random=1)
+    save_samples(tmp_path / "s.npz", samples)
+    back = load_samples(tmp_path / "s.npz")
+    assert all(s.state.shape == env.observation_space["state"].shape for s in samples)
+    assert all(np.array_equal(x.state, y.state) for x, y in zip(samples, back))
+
+
+def test_with_interactions_rejects_samples_without_a_state():
+    with pytest.raises(ValueError, match="needs the round state"):
+        with_interactions([RoundSample(np.ones((2, 2)), np.arange(2.0), "old")], [0])
+
+
+def test_lodo_rejects_interactions_that_are_not_state_entries(tmp_path):
+    from benchmarks.lodo import Args, main
+
+    with pytest.raises(ValueError, match=r"\['labels'\] are not state entries"):
+        main(Args(stage="train", method="lookahead", interactions=("labels",), out_dir=str(tmp_path)))

@@ -111,3 +111,28 @@ def test_online_episode_updates_once_per_round():
     assert len(stats) == TINY["rounds"] == agent.updates
     assert result.labeled == [10, 12, 14] and len(result.test_top1) == 3
     assert 0.0 <= result.aulc <= 1.0
+
+
+def test_config_rejects_an_unknown_scorer_naming_the_allowed_ones():
+    with pytest.raises(ValueError, match="choose set or bilinear"):
+        ReinforceAgent(4, 3, {"scorer": "mlp"})
+
+
+def test_bilinear_scorer_gives_masked_candidates_the_masked_logit_and_permutes_with_them():
+    from agents.networks import MASKED_LOGIT, BilinearScorer
+
+    scorer = BilinearScorer(4, 3, (1,))
+    torch.nn.init.normal_(scorer.weight, generator=torch.Generator().manual_seed(0))
+    cand, state = torch.rand(1, 5, 4), torch.rand(1, 3)
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    logits = scorer(cand, state, mask)[0]
+    perm = torch.tensor([4, 2, 0, 1, 3])
+    assert (logits[0, mask[0] == 0] == MASKED_LOGIT).all()
+    assert torch.allclose(scorer(cand[:, perm], state, mask[:, perm])[0], logits[:, perm])
+
+
+def test_bilinear_scorer_rejects_state_terms_outside_the_state():
+    from agents.networks import BilinearScorer
+
+    with pytest.raises(ValueError, match=r"outside the state of length 3: \[3\]"):
+        BilinearScorer(4, 3, (0, 3))

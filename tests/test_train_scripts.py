@@ -263,3 +263,15 @@ def test_help_shows_where_yaml_defaults_come_from_not_none(script):
     assert out.returncode == 0
     assert "(default: None)" not in out.stdout and "{None}" not in out.stdout
     assert "(default: the YAML entry, else" in out.stdout and "(default: a fresh run)" in out.stdout
+
+
+def test_train_pg_trains_a_bilinear_scorer_when_asked(tmp_path):
+    from agents.networks import BilinearScorer
+    from agents.reinforce import ReinforceAgent
+
+    run_script("train_pg.py", "--env-id", "RLMBA-Synthetic-v0", "--env-kwargs", json.dumps(SYNTHETIC),
+               "--scorer", "bilinear", "--state-terms", 3, 16, "--total-timesteps", 8, "--eval-episodes", 0,
+               "--checkpoint-freq", 0, "--log-dir", tmp_path, cwd=tmp_path)
+    agent = ReinforceAgent.load(only_run(tmp_path, "RLMBA-Synthetic-v0__reinforce__1__*") / "agent.pt")
+    assert isinstance(agent.scorer, BilinearScorer) and agent.scorer.state_terms == (3, 16)
+    assert agent.scorer.weight.abs().sum() > 0
