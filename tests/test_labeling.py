@@ -368,4 +368,17 @@ def test_a_project_without_the_copy_reads_the_cache_and_writes_the_copy(tmp_path
         assert all(np.array_equal(reopened.dataset.features[m], x) for m, x in small_dataset.features.items())
         assert all(isinstance(x, np.memmap) for x in reopened.dataset.features.values())
         assert sorted(p.name for p in (project.dir / "features").iterdir()) == sorted(
-            f"{m}.npy" for m in small_dataset.modalities)
+            [f"{m}.npy" for m in small_dataset.modalities] + ["source.json"])
+
+
+def test_the_copy_follows_a_rewritten_cache(tmp_path, hidden, small_dataset):
+    cache, _ = hidden
+    make_project(tmp_path, cache).close()
+    with np.load(cache / "features.npz") as f:
+        shifted = {m: f[m] + np.float32(1.0) for m in f.files}
+    np.savez_compressed(cache / "features.npz", **shifted)  # same rows, new values
+    with LabelingProject(tmp_path / "project") as reopened:
+        assert all(np.array_equal(reopened.dataset.features[m], x) for m, x in shifted.items())
+    with LabelingProject(tmp_path / "project") as again:  # and the copy is of the new values
+        assert all(isinstance(x, np.memmap) for x in again.dataset.features.values())
+        assert all(np.array_equal(again.dataset.features[m], x) for m, x in shifted.items())

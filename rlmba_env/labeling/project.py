@@ -33,7 +33,7 @@ from typing import Any, Protocol as TypingProtocol
 
 import numpy as np
 
-from rlmba_env.data.cache import read_cache
+from rlmba_env.data.cache import FEATURES_FILE, read_cache
 from rlmba_env.data.dataset import UNLABELED, MultimodalDataset, load_dataset
 from rlmba_env.labeling.store import LabelStore, StoreError
 
@@ -41,7 +41,9 @@ BATCH_DIR = "batches"
 FEATURES_DIR = "features"
 """the project's uncompressed copy of the cache's features, ``<modality>.npy``, which ``next``
 maps into memory instead of inflating the cache's compressed ``features.npz`` (3 s at 1e5
-items x 2 x 512); written by ``init``, and by the first ``next`` of a project made before"""
+items x 2 x 512); written by ``init``, and by the first ``next`` of a project made before or
+after the cache's features file changed (``source.json`` records its size and time)"""
+FEATURES_STAMP = "source.json"
 AUDIT_PER_CLASS = 3
 """default audit set size per class (random items, not stratified: their classes are unknown)"""
 SAMPLES_FILE = "samples.csv"  # written by `rlmba prepare` next to a cache: row, split, id, class
@@ -279,8 +281,9 @@ class LabelingProject:
         features from the project's copy (:data:`FEATURES_DIR`) when it has one."""
         if self._dataset is None:
             fields = read_cache(self.config.data, features=False)  # labels, splits, classes, provenance
-            features = _read_features(self.dir / FEATURES_DIR, self.config.modalities, len(fields["labels"]))
-            if features is None:  # a project made before the copy, or the cache has changed
+            features = _read_features(self.dir / FEATURES_DIR, self.config.modalities, len(fields["labels"]),
+                                      _features_stamp(self.config.data))
+            if features is None:  # a project made before the copy, or the cache's features changed
                 ds = load_dataset(self.config.data)
                 if ds.n_samples == self.config.n_samples:
                     _write_features(self.dir / FEATURES_DIR, ds)
@@ -608,25 +611,42 @@ def _check_env_config(config: ProjectConfig) -> None:
         raise LabelingError("a labeling project has no reward; leave env 'reward' out")
 
 
+def _features_stamp(cache) -> dict[str, int]:
+    """Size and modification time of the cache's features file: what the project's copy is of."""
+    st = (Path(cache) / FEATURES_FILE).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def _write_features(directory: Path, ds: MultimodalDataset) -> None:
     """The project's copy of ``ds``'s features (:data:`FEATURES_DIR`), each file written whole
-    or not at all; a copy that cannot be written is left out (``next`` then reads the cache)."""
-    for m, x in ds.features.items():
-        tmp = directory / f".{m}.npy.tmp-{os.getpid()}"
-        try:
-            directory.mkdir(exist_ok=True)
+    or not at all, the stamp of the cache it copies (:data:`FEATURES_STAMP`) last; a copy that
+    cannot be written is left out (``next`` then reads the cache)."""
+    tmp = None
+    try:
+        directory.mkdir(exist_ok=True)
+        (directory / FEATURES_STAMP).unlink(missing_ok=True)  # no stamp while the files change
+        for m, x in ds.features.items():
+            tmp = directory / f".{m}.npy.tmp-{os.getpid()}"
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(x), allow_pickle=False)
             tmp.replace(directory / f"{m}.npy")
-        except OSError:  # e.g. a full disk: the project works from the cache, only slower
+        _atomic_write(directory / FEATURES_STAMP, json.dumps(_features_stamp(ds.source)))
+    except OSError:  # e.g. a full disk: the project works from the cache, only slower
+        if tmp is not None:
             tmp.unlink(missing_ok=True)
-            return
 
 
-def _read_features(directory: Path, modalities: list[str], rows: int) -> dict[str, np.ndarray] | None:
+def _read_features(directory: Path, modalities: list[str], rows: int,
+                   stamp: dict[str, int]) -> dict[str, np.ndarray] | None:
     """The project's copy of the features, memory-mapped (copy on write: the arrays are
-    writable, as torch expects, and the files never change); None unless every modality has a
-    readable file of ``rows`` rows."""
+    writable, as torch expects, and the files never change); None unless the copy is of the
+    cache's features as they are now (``stamp``) and every modality has a readable file of
+    ``rows`` rows."""
+    try:
+        if json.loads((directory / FEATURES_STAMP).read_text()) != stamp:
+            return None
+    except (OSError, ValueError):
+        return None
     features = {}
     for m in modalities:
         try:
