@@ -43,7 +43,27 @@ def _masked_mean_max(h: torch.Tensor, present: torch.Tensor, pooling: str) -> to
     return torch.cat(parts, dim=-1)
 
 
-class SetScorer(nn.Module):
+def _mask_logits(logits: torch.Tensor, candidates: torch.Tensor,
+                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, K) set to :data:`MASKED_LOGIT` where ``mask`` is 0, and the candidates (B, K)
+    that describe the round: every allowed one and the picked ones (masked, but still part of
+    the round; the last candidate column is ``picked``), never padding rows."""
+    if mask is None:
+        return logits, torch.ones_like(logits, dtype=torch.bool)
+    allowed = mask > 0.5
+    return logits.masked_fill(~allowed, MASKED_LOGIT), allowed | (candidates[..., -1] > 0.5)
+
+
+class _CandidateScorer(nn.Module):
+    """What every candidate scorer offers: ``forward(candidates, state, mask) -> (logits,
+    pooled set features)`` and :meth:`logits` of an observation dict."""
+
+    def logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Masked logits of a (batched) observation dict with ``candidates``, ``state``, ``action_mask``."""
+        return self(obs["candidates"], obs["state"], obs.get("action_mask"))[0]
+
+
+class SetScorer(_CandidateScorer):
     """Permutation-equivariant scorer of a candidate set (plain torch).
 
     Args:
@@ -103,22 +123,11 @@ class SetScorer(nn.Module):
         """Logits (B, K), masked to :data:`MASKED_LOGIT` where ``mask`` is 0, and the pooled,
         permutation-invariant value features (B, ``pooled_dim``)."""
         h, s = self.encode(candidates, state)
-        logits = self.score_head(h).squeeze(-1)
-        if mask is None:
-            present = torch.ones_like(logits, dtype=torch.bool)
-        else:
-            allowed = mask > 0.5
-            logits = logits.masked_fill(~allowed, MASKED_LOGIT)
-            # Picked candidates are masked but still describe the round; padding rows are not.
-            present = allowed | (candidates[..., -1] > 0.5)
+        logits, present = _mask_logits(self.score_head(h).squeeze(-1), candidates, mask)
         return logits, torch.cat([_masked_mean_max(h, present, self.pooling), s], dim=-1)
 
-    def logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Masked logits of a (batched) observation dict with ``candidates``, ``state``, ``action_mask``."""
-        return self(obs["candidates"], obs["state"], obs.get("action_mask"))[0]
 
-
-class BilinearScorer(nn.Module):
+class BilinearScorer(_CandidateScorer):
     """Per-candidate score linear in the candidate columns, with coefficients linear in a few
     round-state entries: ``logit = x' W [1, s_j1, ..., s_jn]`` (plain torch, no hidden layer).
 
@@ -151,15 +160,9 @@ class BilinearScorer(nn.Module):
         """Logits (B, K), masked to :data:`MASKED_LOGIT` where ``mask`` is 0, and the mean
         candidate row with the state (B, ``pooled_dim``) as permutation-invariant set features."""
         terms = torch.cat([torch.ones_like(state[:, :1]), state[:, list(self.state_terms)]], dim=-1)
-        logits = torch.einsum("bkf,fj,bj->bk", candidates, self.weight, terms)
-        present = torch.ones_like(logits, dtype=torch.bool) if mask is None else mask > 0.5
-        if mask is not None:
-            logits = logits.masked_fill(~present, MASKED_LOGIT)
+        logits, present = _mask_logits(torch.einsum("bkf,fj,bj->bk", candidates, self.weight, terms),
+                                       candidates, mask)
         return logits, torch.cat([_masked_mean_max(candidates, present, "mean"), state], dim=-1)
-
-    def logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Masked logits of a (batched) observation dict with ``candidates``, ``state``, ``action_mask``."""
-        return self(obs["candidates"], obs["state"], obs.get("action_mask"))[0]
 
 
 SCORER_DEFAULTS: dict[str, object] = {
