@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.imitation import teacher_pick
 from agents.reinforce import ReinforceAgent
 from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import fit_learners, predict_learners
@@ -39,6 +40,13 @@ from rlmba_env.selection.metrics import top1
 
 IGNORED_COLUMNS = ("picked",)
 """candidate columns left out of the regression (always 0 at a round's start)"""
+
+
+def scored_columns(env: gym.Env) -> tuple[list[str], list[int]]:
+    """The env's candidate columns and the positions of those the regression uses (all but
+    :data:`IGNORED_COLUMNS`)."""
+    columns = list(env.unwrapped.candidate_columns)
+    return columns, [j for j, c in enumerate(columns) if c not in IGNORED_COLUMNS]
 
 
 @dataclass
@@ -99,8 +107,7 @@ def collect(env: gym.Env, seeds: Sequence[int], n_random: int = 6, behaviour: st
     """Play one episode per reset seed, picking each round's batch by the largest ``behaviour``
     column; before each round's picks, measure the look-ahead gains of its candidate batches."""
     u = env.unwrapped
-    columns = list(u.candidate_columns)
-    keep = [j for j, c in enumerate(columns) if c not in IGNORED_COLUMNS]
+    columns, keep = scored_columns(env)
     lead = columns.index(behaviour)
     rng = np.random.default_rng(rng_seed)
     samples = []
@@ -114,9 +121,7 @@ def collect(env: gym.Env, seeds: Sequence[int], n_random: int = 6, behaviour: st
                 cand = np.asarray(obs["candidates"])
                 feats = np.stack([cand[b][:, keep].mean(0) for b in batches])
                 samples.append(RoundSample(feats, gains, u.dataset.name, np.asarray(obs["state"], np.float32)))
-            mask = np.asarray(obs["action_mask"]).astype(bool)
-            pick = int(np.argmax(np.where(mask, obs["candidates"][:, lead], -np.inf)))
-            obs, _, terminated, truncated, _ = env.step(pick)
+            obs, _, terminated, truncated, _ = env.step(teacher_pick(obs, lead))
             done, picks = terminated or truncated, picks + 1
     return samples
 
@@ -180,9 +185,7 @@ def choose_ridge(samples: Sequence[RoundSample], ridges: Sequence[float],
 def linear_agent(env: gym.Env, weights: np.ndarray, seed: int = 0) -> ReinforceAgent:
     """A :class:`ReinforceAgent` for ``env`` whose candidate logit is exactly ``weights . x``
     over the kept columns (plus a constant), independent of the round state."""
-    u = env.unwrapped
-    columns = list(u.candidate_columns)
-    keep = [j for j, c in enumerate(columns) if c not in IGNORED_COLUMNS]
+    columns, keep = scored_columns(env)
     if len(weights) != len(keep):
         raise ValueError(f"linear_agent() got {len(weights)} weights; the observation has {len(keep)} "
                          f"scored columns ({[columns[j] for j in keep]})")
@@ -244,9 +247,7 @@ def bilinear_agent(env: gym.Env, weights: np.ndarray, state_terms: Sequence[int]
     """A :class:`ReinforceAgent` with a :class:`~agents.networks.BilinearScorer` whose logit is
     exactly the fit of :func:`fit_linear` on :func:`with_interactions` samples (``weights``
     of length kept columns x (1 + len(state_terms)))."""
-    u = env.unwrapped
-    columns = list(u.candidate_columns)
-    keep = [j for j, c in enumerate(columns) if c not in IGNORED_COLUMNS]
+    _, keep = scored_columns(env)
     width = 1 + len(state_terms)
     if len(weights) != len(keep) * width:
         raise ValueError(f"bilinear_agent() got {len(weights)} weights; {len(keep)} scored columns x "

@@ -233,7 +233,7 @@ def lookahead_samples(args: Args, spec, out: Path) -> list:
 def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     """Fit the linear look-ahead scorer on the fold's training suite (never ``held_out``) and
     save it as a REINFORCE checkpoint."""
-    from agents.lookahead import (IGNORED_COLUMNS, bilinear_agent, choose_ridge, fit_linear, linear_agent,
+    from agents.lookahead import (bilinear_agent, choose_ridge, fit_linear, linear_agent, scored_columns,
                                   with_interactions)
     from rlmba_env.observation import STATE_ENTRIES
 
@@ -242,7 +242,8 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     specs += [parse_spec(s) for s in args.extra]
     samples = [r for spec in specs for r in lookahead_samples(args, spec, out)]
     env = make_suite_env(specs[0], **kwargs)
-    columns = [c for c in env.unwrapped.candidate_columns if c not in IGNORED_COLUMNS]
+    all_columns, keep = scored_columns(env)
+    columns = [all_columns[j] for j in keep]
     terms = [STATE_ENTRIES.index(e) for e in args.interactions]
     width = 1 + len(terms)
     if terms:
