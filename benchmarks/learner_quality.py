@@ -66,7 +66,7 @@ class BenchArgs:
     """AMCB softmax temperature, as the env's default"""
     epsilon: float = EnvConfig.epsilon
     """AMCB weight floor, as the env's default"""
-    fusion_subset: bool = True
+    fusion_subset: bool = EnvConfig.fusion_subset
     """fuse only the best nested subset of modalities on val, as the env's default"""
     torch_threads: int = 1
     """torch intra-op threads"""
