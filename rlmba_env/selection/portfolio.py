@@ -84,12 +84,16 @@ def proposals(n: int, score: torch.Tensor, fused_gap: torch.Tensor, alphas: torc
     }
 
 
-def membership(positions: torch.Tensor, proposed: dict[str, torch.Tensor],
-               names: tuple[str, ...] = PROPOSERS) -> torch.Tensor:
-    """``(c, len(names))`` flags: 1 where proposer ``names[j]`` proposed ``positions[i]``."""
+def _check_proposals(proposed: dict[str, torch.Tensor], names: tuple[str, ...]) -> None:
     missing = [p for p in names if p not in proposed]
     if missing:
         raise ValueError(f"no proposals from {missing}; got {sorted(proposed)}")
+
+
+def membership(positions: torch.Tensor, proposed: dict[str, torch.Tensor],
+               names: tuple[str, ...] = PROPOSERS) -> torch.Tensor:
+    """``(c, len(names))`` flags: 1 where proposer ``names[j]`` proposed ``positions[i]``."""
+    _check_proposals(proposed, names)
     return torch.stack([torch.isin(positions, proposed[p].to(positions.device)) for p in names], 1).float()
 
 
@@ -97,9 +101,7 @@ def union_with_flags(proposed: dict[str, torch.Tensor],
                      names: tuple[str, ...] = PROPOSERS) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct positions proposed by any of ``names`` (in proposer order, each proposer's
     own order kept) and their :func:`membership` flags."""
-    missing = [p for p in names if p not in proposed]
-    if missing:
-        raise ValueError(f"no proposals from {missing}; got {sorted(proposed)}")
+    _check_proposals(proposed, names)
     allpos = torch.cat([proposed[p].reshape(-1).long() for p in names])
     # first occurrence of each position, keeping the concatenation order
     uniq, inverse = torch.unique(allpos, return_inverse=True)
