@@ -66,8 +66,8 @@ class BenchArgs:
     """AMCB softmax temperature, as the env's default"""
     epsilon: float = EnvConfig.epsilon
     """AMCB weight floor, as the env's default"""
-    fusion_subset: bool = EnvConfig.fusion_subset
-    """fuse only the best nested subset of modalities on val, as the env's default"""
+    fusion_select: str = EnvConfig.fusion_select
+    """how the fused opinion's weights are chosen on val ("stacked", "nested", "none"), as the env's default"""
     torch_threads: int = 1
     """torch intra-op threads"""
     out_dir: str = "runs/learner_quality"
@@ -89,7 +89,7 @@ def labeled_sets(dataset: MultimodalDataset, protocol: Protocol, seed: int) -> l
 
 
 def evidential_curve(dataset, features, labels, sets, config: LearnerConfig, seed: int, tau: float, epsilon: float,
-                     fusion_subset: bool = True):
+                     fusion_select: str = EnvConfig.fusion_select):
     """Per round: val/test top-1 of fused and of each modality, the weights, the fit seconds."""
     learner = EvidentialLearner(dataset.feature_dims, dataset.n_classes, config)
     val = torch.as_tensor(dataset.splits["val"])
@@ -99,7 +99,7 @@ def evidential_curve(dataset, features, labels, sets, config: LearnerConfig, see
     for r, rows in enumerate(sets):
         fit = learner.fit(features, labels, torch.as_tensor(rows), weights, seed=seed * 1000 + r)
         alphas = learner.predict(features)
-        weights = fusion_weights(alphas[:, val], labels[val], weights, config.fusion, tau, epsilon, fusion_subset)
+        weights = fusion_weights(alphas[:, val], labels[val], weights, config.fusion, tau, epsilon, fusion_select)
         record = {"fit_s": fit.seconds, "weights": weights.tolist()}
         for split, split_rows in (("val", val), ("test", test)):
             a, y = alphas[:, split_rows], labels[split_rows]
@@ -166,7 +166,7 @@ def run(args: BenchArgs) -> list[dict]:
             sets = labeled_sets(dataset, protocol, seed)
             curves = {fusion: evidential_curve(dataset, features, labels, sets,
                                                LearnerConfig(**{**learner, "fusion": fusion}), seed,
-                                               args.tau, args.epsilon, args.fusion_subset)
+                                               args.tau, args.epsilon, args.fusion_select)
                       for fusion in args.fusions}
             curves["lr"] = logistic_curve(dataset, sets)
             for model, curve in curves.items():

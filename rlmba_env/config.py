@@ -16,6 +16,7 @@ import torch
 from rlmba_env.checks import check_choice, check_int, check_real, check_seed, fail
 from rlmba_env.learner.trainer import LearnerConfig
 from rlmba_env.protocols import INITIAL_SETS
+from rlmba_env.selection.amcb import FUSION_SELECTS
 from rlmba_env.selection.portfolio import CANDIDATE_SETS, candidate_set_size
 from rlmba_env.selection.score import SCORE_VARIANTS
 
@@ -85,7 +86,7 @@ class EnvConfig:
     tau: float = 1.0
     """AMCB softmax temperature (the paper's 0.1 moves most weight to the best modality, which
     suits EFDA's additive fusion; the product of geometric fusion gains from every view that
-    is not dropped by ``fusion_subset``: dev suite, 2 seeds, leaves100 fused AULC .816 / .862
+    is not dropped by ``fusion_select``: dev suite, 2 seeds, leaves100 fused AULC .816 / .862
     with 0.1 / 1)"""
     epsilon: float = 0.05
     """AMCB floor of each modality weight"""
@@ -107,10 +108,14 @@ class EnvConfig:
     """``"random"`` (the paper's protocols): the initial labeled rows drawn uniformly from the
     pool; ``"stratified"``: one row of each class first (of as many classes as there are
     initial labels, drawn at random, when there are fewer), then uniformly"""
-    fusion_subset: bool = True
-    """fuse only the best nested subset of modalities on ``val`` (by their own val top-1; ties
-    to the larger subset): a modality that does not help gets weight 0 (AMCB weights inside the
-    subset); False keeps every modality at least at the ``epsilon`` floor, as the paper"""
+    fusion_select: str = "stacked"
+    """how each round sets the fused opinion's modality weights on ``val`` after AMCB:
+    ``"stacked"`` (default), the geometric pool's exponents fitted by the fused validation
+    cross-entropy, shrunk towards the AMCB weights, a view that does not help going to 0
+    (:func:`~rlmba_env.selection.amcb.stacked_weights`; with ``efda`` or ``ds`` fusion, as
+    ``"nested"``); ``"nested"``, AMCB weights inside the best nested subset of modalities by
+    fused validation top-1 (ties to the larger subset); ``"none"``, every modality at least at
+    the ``epsilon`` floor, as the paper"""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -137,8 +142,7 @@ class EnvConfig:
         self.device = check_device(self.device)
         self.precision = check_choice("precision", self.precision, PRECISIONS)
         self.initial = check_choice("initial", self.initial, INITIAL_SETS)
-        if not isinstance(self.fusion_subset, bool):
-            fail("fusion_subset", self.fusion_subset, "True or False")
+        self.fusion_select = check_choice("fusion_select", self.fusion_select, FUSION_SELECTS)
         if self.render_mode is not None:
             check_choice("render_mode", self.render_mode, (None, *RENDER_MODES))
         # the names themselves are checked against the registry by rewards.check_reference_strategies

@@ -120,7 +120,7 @@ class MultimodalALEnv(ResumeMixin, gym.Env):
       (``learner``, ``reward``, ``balance_weight``, ``candidates``, ``kappa``, ``score``,
       ``beta``, ``tau``, ``epsilon``,
       ``kmeans_iterations``, ``device``, ``precision``, ``render_mode``,
-      ``reference_strategies``, ``reference_cache``, ``initial``, ``fusion_subset``; each
+      ``reference_strategies``, ``reference_cache``, ``initial``, ``fusion_select``; each
       documented there), which override
       ``config``'s. ``env.config`` holds the validated settings.
 

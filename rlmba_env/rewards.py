@@ -71,7 +71,7 @@ def reference_settings(env: MultimodalALEnv, episode_seed: int) -> dict:
         # strategies, which label from the whole pool)
         "score": cfg.score,
         "initial": cfg.initial,
-        "fusion_subset": cfg.fusion_subset,
+        "fusion_select": cfg.fusion_select,
     }
 
 

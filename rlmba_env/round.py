@@ -23,7 +23,7 @@ from rlmba_env.learner.evidential import expected_probs, fuse
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats
 from rlmba_env.observation import candidate_features, round_state
 from rlmba_env.resume import check_rows_labeled
-from rlmba_env.selection.amcb import amcb_weights, fusion_subset
+from rlmba_env.selection.amcb import amcb_weights, fusion_subset, stacked_weights
 from rlmba_env.selection.portfolio import PROPOSERS, candidate_set, proposals
 from rlmba_env.selection.score import top2_margin, variant_score
 from rlmba_env.selection.metrics import _top1, balance_score, ece, nll, shapley_contributions, top1
@@ -170,14 +170,19 @@ def loss_slope(losses: list[float], window: int = 10) -> float:
 
 
 def fusion_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor, fusion: str,
-                   tau: float, epsilon: float, select: bool = True, tolerance: float = 0.0) -> torch.Tensor:
+                   tau: float, epsilon: float, select: str = "stacked", tolerance: float = 0.0) -> torch.Tensor:
     """Step 2, AMCB: modality weights ``(M,)`` from the gap between each modality alone and the
-    fused model (under the previous ``weights``) on ``val``; with ``select``, zero outside the
-    best nested subset of modalities on ``val`` (:func:`fusion_subset`) and renormalised."""
+    fused model (under the previous ``weights``) on ``val``; then, by ``select``
+    (``EnvConfig.fusion_select``): ``"stacked"``, the geometric pool's weights fitted on ``val``
+    around the AMCB weights (:func:`stacked_weights`; with another fusion rule, as
+    ``"nested"``); ``"nested"``, zero outside the best nested subset of modalities on ``val``
+    (:func:`fusion_subset`) and renormalised; ``"none"``, the AMCB weights as they are."""
     unimodal = torch.stack([_top1(a, val_labels) for a in val_alphas])
     w = amcb_weights(unimodal, top1(fuse(val_alphas, weights, fusion), val_labels), tau=tau, epsilon=epsilon)
-    if not select:
+    if select == "none":
         return w
+    if select == "stacked" and fusion == "geometric":
+        return stacked_weights(val_alphas, val_labels, w)
     w = w * fusion_subset(val_alphas, val_labels, w, fusion, tolerance)
     return w / w.sum()
 
@@ -257,7 +262,7 @@ def evaluate_round(
 
     val_labels = labels[val_rows]
     weights = fusion_weights(val_alphas, val_labels, weights, fusion, config.tau, config.epsilon,
-                             select=config.fusion_subset).to(labels.device)
+                             select=config.fusion_select).to(labels.device)
     val, _ = split_metrics(val_alphas, val_labels, weights, fusion, modalities)
     contrib = shapley_contributions(val_alphas, val_labels, weights, fusion)
     test, _ = split_metrics(test_alphas, labels[test_rows], weights, fusion, modalities)

@@ -5,7 +5,7 @@ import torch
 from rlmba_env.data.avdigits import load_avdigits
 from rlmba_env.learner.evidential import fuse
 from rlmba_env.learner.trainer import EvidentialLearner
-from rlmba_env.selection.amcb import amcb_weights
+from rlmba_env.selection.amcb import amcb_weights, stacked_weights
 from rlmba_env.chunked import top_positions
 from rlmba_env.selection.diversity import kmeans, kmeans_plus_plus
 from rlmba_env.selection.efda import fused_uncertainty, minmax, selection_score
@@ -49,6 +49,33 @@ def test_fusion_with_amcb_weights_is_not_worse_than_the_best_modality():
     best_single = max(top1(a, y[test]) for a in test_alphas)
     assert top1(fuse(test_alphas, w, "efda"), y[test]) >= best_single - 0.01
     assert top1(fuse(test_alphas, w, "ds"), y[test]) >= best_single - 0.01
+
+
+def _opinions(labels: torch.Tensor, n_classes: int, accuracy: float, evidence: float, seed: int) -> torch.Tensor:
+    """Dirichlet alphas ``(n, K)`` that put ``evidence`` on the true class for a share ``accuracy``
+    of the rows and on a random wrong class otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    right = torch.rand(labels.shape, generator=g) < accuracy
+    wrong = (labels + torch.randint(1, n_classes, labels.shape, generator=g)) % n_classes
+    alphas = torch.ones(labels.shape[0], n_classes)
+    alphas[torch.arange(labels.shape[0]), torch.where(right, labels, wrong)] += evidence
+    return alphas
+
+
+def test_stacked_weights_drop_an_overconfident_view_that_is_at_chance():
+    y = torch.arange(400) % 4
+    alphas = torch.stack([_opinions(y, 4, 0.8, 5.0, seed=0), _opinions(y, 4, 0.25, 50.0, seed=1)])
+    w = stacked_weights(alphas, y, torch.tensor([0.5, 0.5]))
+    assert w[1] < 0.05 * w[0]
+    assert top1(fuse(alphas, w, "geometric"), y) == top1(alphas[0], y)
+
+
+def test_stacked_weights_keep_two_equally_good_views_with_equal_weight():
+    y = torch.arange(400) % 4
+    alphas = torch.stack([_opinions(y, 4, 0.7, 5.0, seed=2), _opinions(y, 4, 0.7, 5.0, seed=3)])
+    w = stacked_weights(alphas, y, torch.tensor([0.5, 0.5]))
+    assert abs(float(w[0] - w[1])) < 0.1
+    assert top1(fuse(alphas, w, "geometric"), y) >= max(top1(a, y) for a in alphas)
 
 
 def test_kmeans_plus_plus_returns_distinct_rows():

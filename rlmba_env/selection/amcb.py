@@ -14,6 +14,9 @@ import torch
 
 from rlmba_env.learner.evidential import fuse
 
+FUSION_SELECTS = ("stacked", "nested", "none")
+"""how a round chooses the fused opinion's weights on ``val`` after AMCB (``EnvConfig.fusion_select``)"""
+
 
 def amcb_weights(
     unimodal_top1: torch.Tensor, fused_top1: float, tau: float = 0.1, epsilon: float = 0.05
@@ -58,3 +61,49 @@ def fusion_subset(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: t
                         for mask in masks])
     best = int(torch.nonzero(top1 >= top1.max() - tolerance - 1e-12).max())  # the largest near-best subset
     return masks[best]
+
+
+STACKING_SHRINK = 10.0
+"""prior strength of :func:`stacked_weights`: the factors' spread costs ``shrink / n_val`` per unit
+of squared deviation (dev suite, tuning seeds 5-9 of prokaryotic, msrc, movies, mnist4: worst
+fused - best view over budgets -.019 / -.004 / -.009 with shrink 0 / 10 / 30, msrc the worst)"""
+
+
+def stacked_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights: torch.Tensor,
+                    shrink: float = STACKING_SHRINK) -> torch.Tensor:
+    """Geometric-pool weights ``(M,)`` fitted on ``val``: ``weights`` times factors ``a_m >= 0``.
+
+    The geometric pool's expected probabilities are ``softmax_k(sum_m r_m log alpha_m,k)``, a
+    log-linear model of the views' log evidence, so its exponents can be fitted as a stacking
+    layer (Wolpert 1992): ``a`` minimises the validation cross-entropy of
+    ``softmax(sum_m a_m (M w_m / sum w) log alpha_m)`` plus ``shrink / n_val * sum_m (a_m -
+    mean a)^2``, a prior that pulls the factors together (towards the AMCB weights ``w``) and
+    weakens as ``val`` grows. ``a`` carries the pool's overall temperature too, which the
+    returned weights ``w * a / sum(w * a)`` drop (the geometric pool uses ``w / max w``). A
+    factor may reach 0: a view that does not help drops out. Unlike choosing a subset by
+    validation top-1, which moves on a few validation rows, the cross-entropy uses every row's
+    whole opinion; with a 4-class set whose weaker views are overconfident it keeps the best
+    view's exponent and shrinks the others. Fitted by L-BFGS-B in float64 on the CPU
+    (``M`` parameters, a convex objective), deterministic.
+    """
+    from scipy.optimize import minimize  # imported here: only rounds that fit weights need it
+
+    w = torch.as_tensor(weights, dtype=torch.float64).cpu()
+    w = w * (w.numel() / w.sum())
+    logs = val_alphas.detach().to("cpu", torch.float64).log() * w[:, None, None]  # (M, n, K)
+    y = val_labels.detach().to("cpu", torch.long)
+    coef = shrink / max(int(y.numel()), 1)
+
+    def objective(a):
+        a = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+        loss = torch.nn.functional.cross_entropy(torch.einsum("m,mnk->nk", a, logs), y) \
+            + coef * (a - a.mean()).square().sum()
+        loss.backward()
+        return loss.item(), a.grad.numpy()
+
+    n_mod = logs.shape[0]
+    fit = minimize(objective, [1.0] * n_mod, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * n_mod)
+    out = w * torch.as_tensor(fit.x, dtype=torch.float64)
+    if not out.sum() > 0:  # every factor at 0: val says nothing, keep the AMCB weights
+        out = w
+    return (out / out.sum()).to(device=val_alphas.device, dtype=torch.as_tensor(weights).dtype)
