@@ -33,7 +33,7 @@ def test_registered_ids_pass_their_keywords_to_env_config():
     ("candidates", "topq"), ("score", "entropy-outlier"), ("score", 3),
     ("beta", -1.0), ("tau", 0.0), ("epsilon", 1.0), ("kmeans_iterations", -1), ("device", "gpu"),
     ("precision", "float16"), ("render_mode", "human"), ("reference_strategies", "random"),
-    ("learner", 3), ("reference_cache", 5),
+    ("learner", 3), ("reference_cache", 5), ("fusion_select", True), ("fusion_select", "subset"),
 ])
 def test_a_bad_setting_raises_one_error_naming_it_and_its_value(name, value):
     with pytest.raises(ValueError, match=f"^{name}=.* is not allowed; {name} must be"):
