@@ -39,6 +39,7 @@ import tyro
 
 import rlmba_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import episode_file, load_agent, read_rows, write_rows_atomically
+from agents.policy_search import CANDIDATES, REFERENCE, choose_candidate, weight_vector
 from agents.summary import aulc
 from agents.suite import make_suite_env, parse_spec
 from rlmba_env.data.suite import suite_names
@@ -90,6 +91,11 @@ class Args:
     """round-state entries (``rlmba_env.observation.STATE_ENTRIES``, e.g. ``val_top1
     class_coverage``) crossed with the candidate columns in the look-ahead regression: the fold's
     scorer is then an :class:`~agents.networks.BilinearScorer` whose rule changes with them"""
+    search_seeds: tuple[int, ...] = (1000, 1001)
+    """training episode seeds of the ``search`` stage (never the evaluation ``--seeds``)"""
+    candidates: tuple[str, ...] = tuple(CANDIDATES)
+    """linear candidate scores the ``search`` stage plays and ``--method search`` chooses among
+    (names in :data:`agents.policy_search.CANDIDATES`)"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -264,6 +270,61 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     return path
 
 
+def _search_specs(args: Args) -> list:
+    """The env specs the search plays: every development dataset and ``--extra``."""
+    return [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names()] + [parse_spec(s) for s in args.extra]
+
+
+def _search_folder(out: Path, spec) -> Path:
+    return out / "search" / (spec.name or spec.env_id)
+
+
+def candidate_checkpoint(out: Path, name: str, env) -> Path:
+    """The checkpoint of candidate ``name`` (written once, with its weights in a ``.json`` next
+    to it; a candidate whose weights changed since is refused, so that its cached episodes are
+    never mixed with another rule's)."""
+    from agents.lookahead import linear_agent, scored_columns
+
+    if name not in CANDIDATES:
+        raise ValueError(f"--candidates: {name!r} is not a candidate; choose from {list(CANDIDATES)}")
+    path = out / "search" / "candidates" / f"{name}.pt"
+    meta = path.with_suffix(".json")
+    if path.is_file():
+        written = json.loads(meta.read_text())["weights"]
+        if written != CANDIDATES[name]:
+            raise ValueError(f"candidate {name!r} now has weights {CANDIDATES[name]}, but {meta} was written with "
+                             f"{written}; rename the candidate or use another --out-dir")
+        return path
+    all_columns, keep = scored_columns(env)
+    linear_agent(env, weight_vector(CANDIDATES[name], [all_columns[j] for j in keep])).save(path)
+    meta.write_text(json.dumps({"name": name, "weights": CANDIDATES[name]}, indent=1))
+    return path
+
+
+def run_search(args: Args, out: Path) -> None:
+    """Every candidate of ``--candidates`` on every development dataset and ``--extra`` env, on
+    the training seeds ``--search-seeds``, seed-major (partial results cover every dataset)."""
+    overlap = sorted(set(args.search_seeds) & set(args.seeds))
+    if overlap:
+        raise ValueError(f"--search-seeds {list(args.search_seeds)} share {overlap} with the evaluation "
+                         f"--seeds {list(args.seeds)}; the search must not see evaluation episodes")
+    kwargs = json.loads(args.env_kwargs)
+    for seed in args.search_seeds:
+        for spec in _search_specs(args):
+            env = None
+            for name in args.candidates:
+                path = episode_file(_search_folder(out, spec), name, seed)
+                if path.is_file():
+                    continue
+                env = env or make_suite_env(spec, **kwargs)
+                agent = load_agent(f"{name}={candidate_checkpoint(out, name, env)}", "cpu")
+                start = time.perf_counter()
+                rows = [{"agent": name, "seed": seed, **r} for r in agent.play(env, seed)]
+                write_rows_atomically(path, rows)
+                print(f"search {spec.label} {name} seed {seed}: AULC {episode_aulc(rows):.3f} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
 def run_policies(args: Args, out: Path) -> None:
     kwargs = json.loads(args.env_kwargs)
     for seed in args.seeds:
@@ -354,6 +415,8 @@ def main(args: Args) -> None:
                     train_lookahead_fold(args, name, out)
                 else:
                     train_fold(args, name, choose_teacher(args, name, table), out)
+    elif args.stage == "search":
+        run_search(args, out)
     elif args.stage == "policies":
         run_policies(args, out)
     elif args.stage == "report":
