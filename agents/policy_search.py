@@ -51,6 +51,50 @@ CANDIDATES: dict[str, dict[str, float]] = {
 """candidate name -> weights of the candidate columns it scores (0 for every other column)"""
 
 
+REFINE_SCALES = (0.5, 2.0)
+"""factors a refinement applies to the best candidate's weights beside margin's"""
+
+
+def candidate_weights(name: str) -> dict[str, float]:
+    """The weights of a candidate: a name of :data:`CANDIDATES`, ``A*F`` (margin's weight and
+    F times the other weights of A) or ``A&B`` (margin's weight and the other weights of A and
+    of B added), A and B names of :data:`CANDIDATES`."""
+    def base(part: str) -> dict[str, float]:
+        if part not in CANDIDATES:
+            raise ValueError(f"candidate {name!r}: {part!r} is not a candidate; choose from {list(CANDIDATES)} "
+                             "or combine two as A*FACTOR or A&B")
+        return CANDIDATES[part]
+
+    lead = CANDIDATES[REFERENCE]
+    if "&" in name:
+        first, _, second = name.partition("&")
+        out = dict(lead)
+        for part in (first, second):
+            for column, w in base(part).items():
+                if column not in lead:
+                    out[column] = out.get(column, 0.0) + w
+        return out
+    if "*" in name:
+        part, _, factor = name.partition("*")
+        try:
+            scale = float(factor)
+        except ValueError:
+            raise ValueError(f"candidate {name!r}: the factor {factor!r} after '*' is not a number") from None
+        return {**lead, **{c: scale * w for c, w in base(part).items() if c not in lead}}
+    return dict(base(name))
+
+
+def refinements(scores: Mapping[str, float], reference: str = REFERENCE) -> list[str]:
+    """A second search round around the first's ``scores`` (candidate -> mean AULC difference to
+    ``reference``, of one fold): the best non-reference candidate with its other weights scaled
+    by each of :data:`REFINE_SCALES`, and the best two combined."""
+    ranked = sorted((c for c in scores if c != reference), key=lambda c: -scores[c])
+    if not ranked:
+        raise ValueError("refinements() needs the score of at least one candidate besides the reference")
+    out = [f"{ranked[0]}*{f:g}" for f in REFINE_SCALES]
+    return out + ([f"{ranked[0]}&{ranked[1]}"] if len(ranked) > 1 else [])
+
+
 def weight_vector(weights: Mapping[str, float], columns: Sequence[str]) -> np.ndarray:
     """``weights`` as a vector over ``columns`` (the scored columns of
     :func:`agents.lookahead.scored_columns`, in order), 0 where a column is not named."""

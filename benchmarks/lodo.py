@@ -4,6 +4,7 @@
     python benchmarks/lodo.py --stage train         # one policy per held-out dataset
     python benchmarks/lodo.py --stage policies      # each policy on the dataset it never saw
     python benchmarks/lodo.py --stage report        # tables and the rliable aggregate
+    python benchmarks/lodo.py --stage search        # linear candidate scores on training seeds
 
 For each of the nine development datasets a policy is trained without it, on the other eight
 plus AV-Digits and Synthetic (``--extra``): behaviour cloning (:mod:`agents.imitation`) of the
@@ -12,7 +13,14 @@ datasets (among ``--teachers``; measured by the ``baselines`` stage, so the held
 results never choose its teacher), optionally followed by REINFORCE episodes over the training
 suite. With ``--method lookahead`` the fold's policy is instead the linear candidate scorer
 fitted to one-step look-ahead gains on the fold's training datasets (:mod:`agents.lookahead`;
-the look-ahead rounds are cached per dataset under ``lookahead/``). The held-out dataset is
+the look-ahead rounds are cached per dataset under ``lookahead/``). With ``--method search``
+it is the candidate of :data:`agents.policy_search.CANDIDATES` (linear scores around margin)
+with the best mean AULC difference to margin over the fold's training envs, measured by the
+``search`` stage on the training seeds ``--search-seeds`` (episodes under
+``search/<env>/episodes/``, the candidates' checkpoints under ``search/candidates/``): direct
+policy search on the objective itself. With ``--refine`` a second round adds, per fold,
+scaled and combined versions of the fold's best first-round candidates
+(:func:`agents.policy_search.refinements`). The held-out dataset is
 then played by that policy, greedy and frozen, on the same seeds as the strategies.
 
 The report normalises each dataset's AULC between random (0) and the best classic strategy
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -39,7 +48,7 @@ import tyro
 
 import rlmba_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import episode_file, load_agent, read_rows, write_rows_atomically
-from agents.policy_search import CANDIDATES, REFERENCE, choose_candidate, weight_vector
+from agents.policy_search import CANDIDATES, REFERENCE, candidate_weights, choose_candidate, refinements, weight_vector
 from agents.summary import aulc
 from agents.suite import make_suite_env, parse_spec
 from rlmba_env.data.suite import suite_names
@@ -52,7 +61,7 @@ TEACHERS = {"margin": "margin_rank", "rlmba-score": "score_rank", "coreset": "pr
 @dataclass
 class Args:
     stage: str = "report"
-    """``baselines``, ``train``, ``policies`` or ``report``"""
+    """``baselines``, ``search``, ``train``, ``policies`` or ``report``"""
     out_dir: str = "runs/lodo"
     """output folder"""
     datasets: tuple[str, ...] = tuple(suite_names())
@@ -75,7 +84,8 @@ class Args:
     method: str = "clone"
     """``clone``: behaviour cloning of the fold's best teacher rule; ``lookahead``: the linear
     scorer fitted to one-step look-ahead gains on the fold's training datasets
-    (:mod:`agents.lookahead`)"""
+    (:mod:`agents.lookahead`); ``search``: the fold's best linear candidate score of the
+    ``search`` stage (:mod:`agents.policy_search`)"""
     lookahead_episodes: int = 2
     """look-ahead episodes per training env spec (seeds 1000, 1001, ...; behaviour margin on
     even, the random proposer on odd episodes)"""
@@ -95,7 +105,11 @@ class Args:
     """training episode seeds of the ``search`` stage (never the evaluation ``--seeds``)"""
     candidates: tuple[str, ...] = tuple(CANDIDATES)
     """linear candidate scores the ``search`` stage plays and ``--method search`` chooses among
-    (names in :data:`agents.policy_search.CANDIDATES`)"""
+    (see :func:`agents.policy_search.candidate_weights`)"""
+    refine: bool = False
+    """a second search round: per fold, :func:`agents.policy_search.refinements` of its
+    first-round scores over its training envs; the ``search`` stage plays every fold's, and
+    ``--method search`` chooses among ``--candidates`` and the fold's own"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -280,39 +294,34 @@ def _search_folder(out: Path, spec) -> Path:
 
 
 def candidate_checkpoint(out: Path, name: str, env) -> Path:
-    """The checkpoint of candidate ``name`` (written once, with its weights in a ``.json`` next
-    to it; a candidate whose weights changed since is refused, so that its cached episodes are
-    never mixed with another rule's)."""
+    """The checkpoint of candidate ``name`` (:func:`agents.policy_search.candidate_weights`),
+    written once, with its weights in a ``.json`` next to it; a candidate whose weights changed
+    since is refused, so that its cached episodes are never mixed with another rule's."""
     from agents.lookahead import linear_agent, scored_columns
 
-    if name not in CANDIDATES:
-        raise ValueError(f"--candidates: {name!r} is not a candidate; choose from {list(CANDIDATES)}")
+    weights = candidate_weights(name)
     path = out / "search" / "candidates" / f"{name}.pt"
     meta = path.with_suffix(".json")
     if path.is_file():
         written = json.loads(meta.read_text())["weights"]
-        if written != CANDIDATES[name]:
-            raise ValueError(f"candidate {name!r} now has weights {CANDIDATES[name]}, but {meta} was written with "
+        if written != weights:
+            raise ValueError(f"candidate {name!r} now has weights {weights}, but {meta} was written with "
                              f"{written}; rename the candidate or use another --out-dir")
         return path
     all_columns, keep = scored_columns(env)
-    linear_agent(env, weight_vector(CANDIDATES[name], [all_columns[j] for j in keep])).save(path)
-    meta.write_text(json.dumps({"name": name, "weights": CANDIDATES[name]}, indent=1))
+    linear_agent(env, weight_vector(weights, [all_columns[j] for j in keep])).save(path)
+    meta.write_text(json.dumps({"name": name, "weights": weights}, indent=1))
     return path
 
 
-def run_search(args: Args, out: Path) -> None:
-    """Every candidate of ``--candidates`` on every development dataset and ``--extra`` env, on
-    the training seeds ``--search-seeds``, seed-major (partial results cover every dataset)."""
-    overlap = sorted(set(args.search_seeds) & set(args.seeds))
-    if overlap:
-        raise ValueError(f"--search-seeds {list(args.search_seeds)} share {overlap} with the evaluation "
-                         f"--seeds {list(args.seeds)}; the search must not see evaluation episodes")
+def play_candidates(args: Args, out: Path, names) -> None:
+    """Candidates ``names`` on every search env and training seed, seed-major (partial results
+    cover every env); episodes already written are kept."""
     kwargs = json.loads(args.env_kwargs)
     for seed in args.search_seeds:
         for spec in _search_specs(args):
             env = None
-            for name in args.candidates:
+            for name in names:
                 path = episode_file(_search_folder(out, spec), name, seed)
                 if path.is_file():
                     continue
@@ -323,6 +332,67 @@ def run_search(args: Args, out: Path) -> None:
                 write_rows_atomically(path, rows)
                 print(f"search {spec.label} {name} seed {seed}: AULC {episode_aulc(rows):.3f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def fold_refinements(args: Args, out: Path, held_out: str) -> list[str]:
+    """The second-round candidates of ``held_out``'s fold (none without ``--refine``), from the
+    first round's scores over the fold's training envs."""
+    if not args.refine:
+        return []
+    _, scores = choose_candidate(search_table(args, out, held_out, args.candidates), held_out, args.candidates)
+    return refinements(scores)
+
+
+def run_search(args: Args, out: Path) -> None:
+    """Every candidate of ``--candidates`` on every development dataset and ``--extra`` env, on
+    the training seeds ``--search-seeds``; with ``--refine`` then every fold's second-round
+    candidates (:func:`agents.policy_search.refinements`) on the same envs and seeds."""
+    overlap = sorted(set(args.search_seeds) & set(args.seeds))
+    if overlap:
+        raise ValueError(f"--search-seeds {list(args.search_seeds)} share {overlap} with the evaluation "
+                         f"--seeds {list(args.seeds)}; the search must not see evaluation episodes")
+    for name in args.candidates:
+        candidate_weights(name)  # one clear error for an unknown name before any episode
+    play_candidates(args, out, args.candidates)
+    if args.refine:
+        second = [c for name in args.datasets for c in fold_refinements(args, out, name)]
+        play_candidates(args, out, [c for c in dict.fromkeys(second) if c not in args.candidates])
+
+
+def search_table(args: Args, out: Path, held_out: str, candidates) -> dict[str, dict[str, np.ndarray]]:
+    """Training env -> candidate -> AULC per search seed, over the search envs except
+    ``held_out`` (whose episodes are never opened); every episode must be there."""
+    folders = [_search_folder(out, s) for s in _search_specs(args) if (s.name or s.env_id) != held_out]
+    missing = [str(episode_file(f, c, seed)) for f in folders for c in candidates for seed in args.search_seeds
+               if not episode_file(f, c, seed).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--method search: {len(missing)} search episodes are missing (e.g. {missing[0]}); "
+                                "run --stage search with the same --candidates, --search-seeds, --extra and "
+                                "--refine first")
+    table = {}
+    for folder in folders:
+        table[folder.name] = {c: np.array([episode_aulc(read_rows(episode_file(folder, c, seed)))
+                                           for seed in args.search_seeds]) for c in candidates}
+    return table
+
+
+def train_search_fold(args: Args, held_out: str, out: Path) -> Path:
+    """The fold's policy: the candidate (of ``--candidates`` and, with ``--refine``, the fold's
+    second-round ones) with the best mean AULC difference to margin over the search envs except
+    ``held_out`` (:func:`agents.policy_search.choose_candidate`), its checkpoint copied to
+    ``policies/<held_out>.pt``."""
+    candidates = list(args.candidates) + [c for c in fold_refinements(args, out, held_out) if c not in args.candidates]
+    table = search_table(args, out, held_out, candidates)
+    best, scores = choose_candidate(table, held_out, candidates)
+    path = out / "policies" / f"{held_out}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "search" / "candidates" / f"{best}.pt", path)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"held_out": held_out, "teacher": f"search:{best}", "weights": candidate_weights(best),
+         "mean_aulc_minus_" + REFERENCE: scores, "suite": sorted(table), "search_seeds": list(args.search_seeds)},
+        indent=1))
+    print(f"fold {held_out}: {best} ({scores[best]:+.4f} AULC over {REFERENCE} on {len(table)} envs)", flush=True)
+    return path
 
 
 def run_policies(args: Args, out: Path) -> None:
@@ -397,8 +467,8 @@ def main(args: Args) -> None:
     if args.stage == "baselines":
         run_baselines(args, out)
     elif args.stage == "train":
-        if args.method not in ("clone", "lookahead"):
-            raise ValueError(f"--method {args.method!r} is not allowed; choose clone or lookahead")
+        if args.method not in ("clone", "lookahead", "search"):
+            raise ValueError(f"--method {args.method!r} is not allowed; choose clone, lookahead or search")
         from agents.lookahead import IGNORED_COLUMNS
         from rlmba_env.observation import CANDIDATE_COLUMNS
         scored = [c for c in CANDIDATE_COLUMNS if c not in IGNORED_COLUMNS]
@@ -408,11 +478,14 @@ def main(args: Args) -> None:
         unknown = [e for e in args.interactions if e not in STATE_ENTRIES]
         if unknown:
             raise ValueError(f"--interactions {unknown} are not state entries; choose from {list(STATE_ENTRIES)}")
-        table = aulc_table(out, args.datasets, args.seeds)
+        # the clone method's teachers are chosen on the evaluation episodes of the strategies
+        table = aulc_table(out, args.datasets, args.seeds) if args.method == "clone" else {}
         for name in args.datasets:
             if not (out / "policies" / f"{name}.pt").is_file():
                 if args.method == "lookahead":
                     train_lookahead_fold(args, name, out)
+                elif args.method == "search":
+                    train_search_fold(args, name, out)
                 else:
                     train_fold(args, name, choose_teacher(args, name, table), out)
     elif args.stage == "search":
@@ -422,7 +495,7 @@ def main(args: Args) -> None:
     elif args.stage == "report":
         report(args, out)
     else:
-        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, train, policies or report")
+        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, search, train, policies or report")
 
 
 if __name__ == "__main__":
