@@ -5,6 +5,7 @@
     python benchmarks/lodo.py --stage policies      # each policy on the dataset it never saw
     python benchmarks/lodo.py --stage report        # tables and the rliable aggregate
     python benchmarks/lodo.py --stage search        # linear candidate scores on training seeds
+    python benchmarks/lodo.py --stage ship          # the search's choice over every env
 
 For each of the nine development datasets a policy is trained without it, on the other eight
 plus AV-Digits and Synthetic (``--extra``): behaviour cloning (:mod:`agents.imitation`) of the
@@ -61,7 +62,8 @@ TEACHERS = {"margin": "margin_rank", "rlmba-score": "score_rank", "coreset": "pr
 @dataclass
 class Args:
     stage: str = "report"
-    """``baselines``, ``search``, ``train``, ``policies`` or ``report``"""
+    """``baselines``, ``search``, ``ship`` (the search's choice over every env), ``train``,
+    ``policies`` or ``report``"""
     out_dir: str = "runs/lodo"
     """output folder"""
     datasets: tuple[str, ...] = tuple(suite_names())
@@ -284,6 +286,11 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     return path
 
 
+SHIP = "all-datasets"
+"""fold name of the search over every search env (no dataset held out): ``--stage ship`` writes
+its choice to ``policies/all-datasets.pt``, the policy to ship"""
+
+
 def _search_specs(args: Args) -> list:
     """The env specs the search plays: every development dataset and ``--extra``."""
     return [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names()] + [parse_spec(s) for s in args.extra]
@@ -355,7 +362,7 @@ def run_search(args: Args, out: Path) -> None:
         candidate_weights(name)  # one clear error for an unknown name before any episode
     play_candidates(args, out, args.candidates)
     if args.refine:
-        second = [c for name in args.datasets for c in fold_refinements(args, out, name)]
+        second = [c for name in (*args.datasets, SHIP) for c in fold_refinements(args, out, name)]
         play_candidates(args, out, [c for c in dict.fromkeys(second) if c not in args.candidates])
 
 
@@ -490,12 +497,14 @@ def main(args: Args) -> None:
                     train_fold(args, name, choose_teacher(args, name, table), out)
     elif args.stage == "search":
         run_search(args, out)
+    elif args.stage == "ship":
+        train_search_fold(args, SHIP, out)
     elif args.stage == "policies":
         run_policies(args, out)
     elif args.stage == "report":
         report(args, out)
     else:
-        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, search, train, policies or report")
+        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, search, ship, train, policies or report")
 
 
 if __name__ == "__main__":

@@ -150,3 +150,18 @@ def test_refined_search_fold_chooses_among_its_own_second_round_candidates(tmp_p
             write_episode(tmp_path / "search" / dataset, name, 1000, top1)
     meta = json.loads(train_search_fold(args, suite_names()[0], tmp_path).with_suffix(".json").read_text())
     assert meta["teacher"] == "search:m+dist.1*2" and set(meta["mean_aulc_minus_margin"]) == set(aulcs)
+
+
+def test_ship_stage_chooses_over_every_search_env(tmp_path):
+    from benchmarks.lodo import Args, candidate_checkpoint, main
+
+    env = tiny_env()
+    for name in ("margin", "m+dist.1"):
+        candidate_checkpoint(tmp_path, name, env)
+    for i, dataset in enumerate(suite_names()):
+        write_episode(tmp_path / "search" / dataset, "margin", 1000, 0.5)
+        # better than margin only on the first dataset, which a fold holding it out never sees
+        write_episode(tmp_path / "search" / dataset, "m+dist.1", 1000, 0.9 if i == 0 else 0.49)
+    main(Args(stage="ship", out_dir=str(tmp_path), extra=(), candidates=("margin", "m+dist.1"), search_seeds=(1000,)))
+    meta = json.loads((tmp_path / "policies" / "all-datasets.json").read_text())
+    assert meta["teacher"] == "search:m+dist.1" and meta["suite"] == sorted(suite_names())
