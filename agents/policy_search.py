@@ -95,6 +95,14 @@ def refinements(scores: Mapping[str, float], reference: str = REFERENCE) -> list
     return out + ([f"{ranked[0]}&{ranked[1]}"] if len(ranked) > 1 else [])
 
 
+def finalists(scores: Mapping[str, float], k: int, reference: str = REFERENCE) -> list[str]:
+    """``reference`` and the ``k`` best other candidates by ``scores`` (successive halving: only
+    these are played on more seeds before the final choice)."""
+    if k < 1:
+        raise ValueError(f"finalists() needs k >= 1, got {k}")
+    return [reference] + sorted((c for c in scores if c != reference), key=lambda c: -scores[c])[:k]
+
+
 def weight_vector(weights: Mapping[str, float], columns: Sequence[str]) -> np.ndarray:
     """``weights`` as a vector over ``columns`` (the scored columns of
     :func:`agents.lookahead.scored_columns`, in order), 0 where a column is not named."""

@@ -49,7 +49,8 @@ import tyro
 
 import rlmba_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import episode_file, load_agent, read_rows, write_rows_atomically
-from agents.policy_search import CANDIDATES, REFERENCE, candidate_weights, choose_candidate, refinements, weight_vector
+from agents.policy_search import (CANDIDATES, REFERENCE, candidate_weights, choose_candidate, finalists, refinements,
+                                  weight_vector)
 from agents.summary import aulc
 from agents.suite import make_suite_env, parse_spec
 from rlmba_env.data.suite import suite_names
@@ -112,6 +113,12 @@ class Args:
     """a second search round: per fold, :func:`agents.policy_search.refinements` of its
     first-round scores over its training envs; the ``search`` stage plays every fold's, and
     ``--method search`` chooses among ``--candidates`` and the fold's own"""
+    confirm: int = 0
+    """successive halving (0: off): per fold, margin and its ``confirm`` best candidates of the
+    rounds before are also played on ``--confirm-seeds``, and the fold chooses among them by
+    the mean over every training seed"""
+    confirm_seeds: tuple[int, ...] = (1002, 1003)
+    """the finalists' extra training seeds (``--confirm``)"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -321,11 +328,11 @@ def candidate_checkpoint(out: Path, name: str, env) -> Path:
     return path
 
 
-def play_candidates(args: Args, out: Path, names) -> None:
-    """Candidates ``names`` on every search env and training seed, seed-major (partial results
-    cover every env); episodes already written are kept."""
+def play_candidates(args: Args, out: Path, names, seeds) -> None:
+    """Candidates ``names`` on every search env and training seed of ``seeds``, seed-major
+    (partial results cover every env); episodes already written are kept."""
     kwargs = json.loads(args.env_kwargs)
-    for seed in args.search_seeds:
+    for seed in seeds:
         for spec in _search_specs(args):
             env = None
             for name in names:
@@ -350,27 +357,50 @@ def fold_refinements(args: Args, out: Path, held_out: str) -> list[str]:
     return refinements(scores)
 
 
+def fold_candidates(args: Args, out: Path, held_out: str) -> list[str]:
+    """The candidates of ``held_out``'s fold before ``--confirm``: ``--candidates`` and its
+    ``--refine`` ones."""
+    return list(args.candidates) + [c for c in fold_refinements(args, out, held_out) if c not in args.candidates]
+
+
+def fold_scores(args: Args, out: Path, held_out: str) -> dict[str, float]:
+    """Mean AULC difference to margin over ``held_out``'s training envs and the search seeds of
+    every candidate of :func:`fold_candidates`."""
+    candidates = fold_candidates(args, out, held_out)
+    return choose_candidate(search_table(args, out, held_out, candidates), held_out, candidates)[1]
+
+
 def run_search(args: Args, out: Path) -> None:
     """Every candidate of ``--candidates`` on every development dataset and ``--extra`` env, on
     the training seeds ``--search-seeds``; with ``--refine`` then every fold's second-round
     candidates (:func:`agents.policy_search.refinements`) on the same envs and seeds."""
-    overlap = sorted(set(args.search_seeds) & set(args.seeds))
-    if overlap:
-        raise ValueError(f"--search-seeds {list(args.search_seeds)} share {overlap} with the evaluation "
-                         f"--seeds {list(args.seeds)}; the search must not see evaluation episodes")
+    for flag, seeds in (("--search-seeds", args.search_seeds), ("--confirm-seeds", args.confirm_seeds)):
+        overlap = sorted(set(seeds) & set(args.seeds))
+        if overlap:
+            raise ValueError(f"{flag} {list(seeds)} share {overlap} with the evaluation --seeds {list(args.seeds)}; "
+                             "the search must not see evaluation episodes")
+    if args.confirm and set(args.confirm_seeds) & set(args.search_seeds):
+        raise ValueError(f"--confirm-seeds {list(args.confirm_seeds)} must be seeds besides --search-seeds "
+                         f"{list(args.search_seeds)}")
     for name in args.candidates:
         candidate_weights(name)  # one clear error for an unknown name before any episode
-    play_candidates(args, out, args.candidates)
+    play_candidates(args, out, args.candidates, args.search_seeds)
+    folds = (*args.datasets, SHIP)
     if args.refine:
-        second = [c for name in (*args.datasets, SHIP) for c in fold_refinements(args, out, name)]
-        play_candidates(args, out, [c for c in dict.fromkeys(second) if c not in args.candidates])
+        second = [c for name in folds for c in fold_refinements(args, out, name)]
+        play_candidates(args, out, [c for c in dict.fromkeys(second) if c not in args.candidates], args.search_seeds)
+    if args.confirm:
+        last = [c for name in folds for c in finalists(fold_scores(args, out, name), args.confirm)]
+        play_candidates(args, out, list(dict.fromkeys(last)), args.confirm_seeds)
 
 
-def search_table(args: Args, out: Path, held_out: str, candidates) -> dict[str, dict[str, np.ndarray]]:
-    """Training env -> candidate -> AULC per search seed, over the search envs except
-    ``held_out`` (whose episodes are never opened); every episode must be there."""
+def search_table(args: Args, out: Path, held_out: str, candidates, seeds=None) -> dict[str, dict[str, np.ndarray]]:
+    """Training env -> candidate -> AULC per training seed (``seeds``, default the search seeds),
+    over the search envs except ``held_out`` (whose episodes are never opened); every episode
+    must be there."""
+    seeds = args.search_seeds if seeds is None else seeds
     folders = [_search_folder(out, s) for s in _search_specs(args) if (s.name or s.env_id) != held_out]
-    missing = [str(episode_file(f, c, seed)) for f in folders for c in candidates for seed in args.search_seeds
+    missing = [str(episode_file(f, c, seed)) for f in folders for c in candidates for seed in seeds
                if not episode_file(f, c, seed).is_file()]
     if missing:
         raise FileNotFoundError(f"--method search: {len(missing)} search episodes are missing (e.g. {missing[0]}); "
@@ -379,24 +409,28 @@ def search_table(args: Args, out: Path, held_out: str, candidates) -> dict[str, 
     table = {}
     for folder in folders:
         table[folder.name] = {c: np.array([episode_aulc(read_rows(episode_file(folder, c, seed)))
-                                           for seed in args.search_seeds]) for c in candidates}
+                                           for seed in seeds]) for c in candidates}
     return table
 
 
 def train_search_fold(args: Args, held_out: str, out: Path) -> Path:
-    """The fold's policy: the candidate (of ``--candidates`` and, with ``--refine``, the fold's
-    second-round ones) with the best mean AULC difference to margin over the search envs except
-    ``held_out`` (:func:`agents.policy_search.choose_candidate`), its checkpoint copied to
+    """The fold's policy: the candidate (of :func:`fold_candidates`, or with ``--confirm`` of
+    their finalists, scored on the confirmation seeds too) with the best mean AULC difference to
+    margin over the search envs except ``held_out``
+    (:func:`agents.policy_search.choose_candidate`), its checkpoint copied to
     ``policies/<held_out>.pt``."""
-    candidates = list(args.candidates) + [c for c in fold_refinements(args, out, held_out) if c not in args.candidates]
-    table = search_table(args, out, held_out, candidates)
+    candidates, seeds = fold_candidates(args, out, held_out), list(args.search_seeds)
+    if args.confirm:
+        candidates = finalists(fold_scores(args, out, held_out), args.confirm)
+        seeds += list(args.confirm_seeds)
+    table = search_table(args, out, held_out, candidates, seeds)
     best, scores = choose_candidate(table, held_out, candidates)
     path = out / "policies" / f"{held_out}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "search" / "candidates" / f"{best}.pt", path)
     path.with_suffix(".json").write_text(json.dumps(
         {"held_out": held_out, "teacher": f"search:{best}", "weights": candidate_weights(best),
-         "mean_aulc_minus_" + REFERENCE: scores, "suite": sorted(table), "search_seeds": list(args.search_seeds)},
+         "mean_aulc_minus_" + REFERENCE: scores, "suite": sorted(table), "search_seeds": seeds},
         indent=1))
     print(f"fold {held_out}: {best} ({scores[best]:+.4f} AULC over {REFERENCE} on {len(table)} envs)", flush=True)
     return path

@@ -7,7 +7,8 @@ import pytest
 
 from agents.evaluate import episode_file, write_rows_atomically
 from agents.lookahead import linear_agent, scored_columns
-from agents.policy_search import CANDIDATES, REFERENCE, candidate_weights, choose_candidate, refinements, weight_vector
+from agents.policy_search import (CANDIDATES, REFERENCE, candidate_weights, choose_candidate, finalists, refinements,
+                                  weight_vector)
 from rlmba_env import MultimodalALEnv
 from rlmba_env.data.suite import suite_names
 from rlmba_env.data.synthetic import make_synthetic
@@ -165,3 +166,25 @@ def test_ship_stage_chooses_over_every_search_env(tmp_path):
     main(Args(stage="ship", out_dir=str(tmp_path), extra=(), candidates=("margin", "m+dist.1"), search_seeds=(1000,)))
     meta = json.loads((tmp_path / "policies" / "all-datasets.json").read_text())
     assert meta["teacher"] == "search:m+dist.1" and meta["suite"] == sorted(suite_names())
+
+
+def test_finalists_are_margin_and_the_k_best_others():
+    assert finalists({"margin": 0.0, "a": 0.01, "b": 0.03, "c": -0.02}, 2) == ["margin", "b", "a"]
+
+
+def test_confirmed_search_fold_chooses_among_its_finalists_by_every_training_seed(tmp_path):
+    from benchmarks.lodo import Args, candidate_checkpoint, train_search_fold
+
+    args = Args(out_dir=str(tmp_path), extra=(), candidates=("margin", "m+dist.1", "m+dens.1"),
+                search_seeds=(1000,), confirm=1, confirm_seeds=(1002,))
+    # m+dist.1 leads on the search seed, but not over both seeds; m+dens.1 is no finalist
+    aulcs = {("margin", 1000): 0.5, ("m+dist.1", 1000): 0.6, ("m+dens.1", 1000): 0.55,
+             ("margin", 1002): 0.5, ("m+dist.1", 1002): 0.3}
+    env = tiny_env()
+    for (name, seed), top1 in aulcs.items():
+        candidate_checkpoint(tmp_path, name, env)
+        for dataset in suite_names()[1:]:
+            write_episode(tmp_path / "search" / dataset, name, seed, top1)
+    meta = json.loads(train_search_fold(args, suite_names()[0], tmp_path).with_suffix(".json").read_text())
+    assert meta["teacher"] == "search:margin" and meta["search_seeds"] == [1000, 1002]
+    assert set(meta["mean_aulc_minus_margin"]) == {"margin", "m+dist.1"}
