@@ -4,6 +4,8 @@
     python benchmarks/lodo.py --stage train         # one policy per held-out dataset
     python benchmarks/lodo.py --stage policies      # each policy on the dataset it never saw
     python benchmarks/lodo.py --stage report        # tables and the rliable aggregate
+    python benchmarks/lodo.py --stage search        # linear candidate scores on training seeds
+    python benchmarks/lodo.py --stage ship          # the search's choice over every env
 
 For each of the nine development datasets a policy is trained without it, on the other eight
 plus AV-Digits and Synthetic (``--extra``): behaviour cloning (:mod:`agents.imitation`) of the
@@ -12,7 +14,14 @@ datasets (among ``--teachers``; measured by the ``baselines`` stage, so the held
 results never choose its teacher), optionally followed by REINFORCE episodes over the training
 suite. With ``--method lookahead`` the fold's policy is instead the linear candidate scorer
 fitted to one-step look-ahead gains on the fold's training datasets (:mod:`agents.lookahead`;
-the look-ahead rounds are cached per dataset under ``lookahead/``). The held-out dataset is
+the look-ahead rounds are cached per dataset under ``lookahead/``). With ``--method search``
+it is the candidate of :data:`agents.policy_search.CANDIDATES` (linear scores around margin)
+with the best mean AULC difference to margin over the fold's training envs, measured by the
+``search`` stage on the training seeds ``--search-seeds`` (episodes under
+``search/<env>/episodes/``, the candidates' checkpoints under ``search/candidates/``): direct
+policy search on the objective itself. With ``--refine`` a second round adds, per fold,
+scaled and combined versions of the fold's best first-round candidates
+(:func:`agents.policy_search.refinements`). The held-out dataset is
 then played by that policy, greedy and frozen, on the same seeds as the strategies.
 
 The report normalises each dataset's AULC between random (0) and the best classic strategy
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -39,6 +49,8 @@ import tyro
 
 import rlmba_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import episode_file, load_agent, read_rows, write_rows_atomically
+from agents.policy_search import (CANDIDATES, REFERENCE, candidate_weights, choose_candidate, finalists, refinements,
+                                  weight_vector)
 from agents.summary import aulc
 from agents.suite import make_suite_env, parse_spec
 from rlmba_env.data.suite import suite_names
@@ -51,7 +63,8 @@ TEACHERS = {"margin": "margin_rank", "rlmba-score": "score_rank", "coreset": "pr
 @dataclass
 class Args:
     stage: str = "report"
-    """``baselines``, ``train``, ``policies`` or ``report``"""
+    """``baselines``, ``search``, ``ship`` (the search's choice over every env), ``train``,
+    ``policies`` or ``report``"""
     out_dir: str = "runs/lodo"
     """output folder"""
     datasets: tuple[str, ...] = tuple(suite_names())
@@ -74,7 +87,8 @@ class Args:
     method: str = "clone"
     """``clone``: behaviour cloning of the fold's best teacher rule; ``lookahead``: the linear
     scorer fitted to one-step look-ahead gains on the fold's training datasets
-    (:mod:`agents.lookahead`)"""
+    (:mod:`agents.lookahead`); ``search``: the fold's best linear candidate score of the
+    ``search`` stage (:mod:`agents.policy_search`)"""
     lookahead_episodes: int = 2
     """look-ahead episodes per training env spec (seeds 1000, 1001, ...; behaviour margin on
     even, the random proposer on odd episodes)"""
@@ -90,6 +104,21 @@ class Args:
     """round-state entries (``rlmba_env.observation.STATE_ENTRIES``, e.g. ``val_top1
     class_coverage``) crossed with the candidate columns in the look-ahead regression: the fold's
     scorer is then an :class:`~agents.networks.BilinearScorer` whose rule changes with them"""
+    search_seeds: tuple[int, ...] = (1000, 1001)
+    """training episode seeds of the ``search`` stage (never the evaluation ``--seeds``)"""
+    candidates: tuple[str, ...] = tuple(CANDIDATES)
+    """linear candidate scores the ``search`` stage plays and ``--method search`` chooses among
+    (see :func:`agents.policy_search.candidate_weights`)"""
+    refine: bool = False
+    """a second search round: per fold, :func:`agents.policy_search.refinements` of its
+    first-round scores over its training envs; the ``search`` stage plays every fold's, and
+    ``--method search`` chooses among ``--candidates`` and the fold's own"""
+    confirm: int = 0
+    """successive halving (0: off): per fold, margin and its ``confirm`` best candidates of the
+    rounds before are also played on ``--confirm-seeds``, and the fold chooses among them by
+    the mean over every training seed"""
+    confirm_seeds: tuple[int, ...] = (1002, 1003)
+    """the finalists' extra training seeds (``--confirm``)"""
     policy_name: str = "rl-mba"
     """agent name of the fold policies in the episode files and the report"""
     env_kwargs: str = "{}"
@@ -264,6 +293,149 @@ def train_lookahead_fold(args: Args, held_out: str, out: Path) -> Path:
     return path
 
 
+SHIP = "all-datasets"
+"""fold name of the search over every search env (no dataset held out): ``--stage ship`` writes
+its choice to ``policies/all-datasets.pt``, the policy to ship"""
+
+
+def _search_specs(args: Args) -> list:
+    """The env specs the search plays: every development dataset and ``--extra``."""
+    return [parse_spec(f"RLMBA-DevSuite-v0:{n}") for n in suite_names()] + [parse_spec(s) for s in args.extra]
+
+
+def _search_folder(out: Path, spec) -> Path:
+    return out / "search" / (spec.name or spec.env_id)
+
+
+def candidate_checkpoint(out: Path, name: str, env) -> Path:
+    """The checkpoint of candidate ``name`` (:func:`agents.policy_search.candidate_weights`),
+    written once, with its weights in a ``.json`` next to it; a candidate whose weights changed
+    since is refused, so that its cached episodes are never mixed with another rule's."""
+    from agents.lookahead import linear_agent, scored_columns
+
+    weights = candidate_weights(name)
+    path = out / "search" / "candidates" / f"{name}.pt"
+    meta = path.with_suffix(".json")
+    if path.is_file():
+        written = json.loads(meta.read_text())["weights"]
+        if written != weights:
+            raise ValueError(f"candidate {name!r} now has weights {weights}, but {meta} was written with "
+                             f"{written}; rename the candidate or use another --out-dir")
+        return path
+    all_columns, keep = scored_columns(env)
+    linear_agent(env, weight_vector(weights, [all_columns[j] for j in keep])).save(path)
+    meta.write_text(json.dumps({"name": name, "weights": weights}, indent=1))
+    return path
+
+
+def play_candidates(args: Args, out: Path, names, seeds) -> None:
+    """Candidates ``names`` on every search env and training seed of ``seeds``, seed-major
+    (partial results cover every env); episodes already written are kept."""
+    kwargs = json.loads(args.env_kwargs)
+    for seed in seeds:
+        for spec in _search_specs(args):
+            env = None
+            for name in names:
+                path = episode_file(_search_folder(out, spec), name, seed)
+                if path.is_file():
+                    continue
+                env = env or make_suite_env(spec, **kwargs)
+                agent = load_agent(f"{name}={candidate_checkpoint(out, name, env)}", "cpu")
+                start = time.perf_counter()
+                rows = [{"agent": name, "seed": seed, **r} for r in agent.play(env, seed)]
+                write_rows_atomically(path, rows)
+                print(f"search {spec.label} {name} seed {seed}: AULC {episode_aulc(rows):.3f} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def fold_refinements(args: Args, out: Path, held_out: str) -> list[str]:
+    """The second-round candidates of ``held_out``'s fold (none without ``--refine``), from the
+    first round's scores over the fold's training envs."""
+    if not args.refine:
+        return []
+    _, scores = choose_candidate(search_table(args, out, held_out, args.candidates), held_out, args.candidates)
+    return refinements(scores)
+
+
+def fold_candidates(args: Args, out: Path, held_out: str) -> list[str]:
+    """The candidates of ``held_out``'s fold before ``--confirm``: ``--candidates`` and its
+    ``--refine`` ones."""
+    return list(args.candidates) + [c for c in fold_refinements(args, out, held_out) if c not in args.candidates]
+
+
+def fold_scores(args: Args, out: Path, held_out: str) -> dict[str, float]:
+    """Mean AULC difference to margin over ``held_out``'s training envs and the search seeds of
+    every candidate of :func:`fold_candidates`."""
+    candidates = fold_candidates(args, out, held_out)
+    return choose_candidate(search_table(args, out, held_out, candidates), held_out, candidates)[1]
+
+
+def run_search(args: Args, out: Path) -> None:
+    """Every candidate of ``--candidates`` on every development dataset and ``--extra`` env, on
+    the training seeds ``--search-seeds``; with ``--refine`` then every fold's second-round
+    candidates (:func:`agents.policy_search.refinements`) on the same envs and seeds."""
+    for flag, seeds in (("--search-seeds", args.search_seeds), ("--confirm-seeds", args.confirm_seeds)):
+        overlap = sorted(set(seeds) & set(args.seeds))
+        if overlap:
+            raise ValueError(f"{flag} {list(seeds)} share {overlap} with the evaluation --seeds {list(args.seeds)}; "
+                             "the search must not see evaluation episodes")
+    if args.confirm and set(args.confirm_seeds) & set(args.search_seeds):
+        raise ValueError(f"--confirm-seeds {list(args.confirm_seeds)} must be seeds besides --search-seeds "
+                         f"{list(args.search_seeds)}")
+    for name in args.candidates:
+        candidate_weights(name)  # one clear error for an unknown name before any episode
+    play_candidates(args, out, args.candidates, args.search_seeds)
+    folds = (*args.datasets, SHIP)
+    if args.refine:
+        second = [c for name in folds for c in fold_refinements(args, out, name)]
+        play_candidates(args, out, [c for c in dict.fromkeys(second) if c not in args.candidates], args.search_seeds)
+    if args.confirm:
+        last = [c for name in folds for c in finalists(fold_scores(args, out, name), args.confirm)]
+        play_candidates(args, out, list(dict.fromkeys(last)), args.confirm_seeds)
+
+
+def search_table(args: Args, out: Path, held_out: str, candidates, seeds=None) -> dict[str, dict[str, np.ndarray]]:
+    """Training env -> candidate -> AULC per training seed (``seeds``, default the search seeds),
+    over the search envs except ``held_out`` (whose episodes are never opened); every episode
+    must be there."""
+    seeds = args.search_seeds if seeds is None else seeds
+    folders = [_search_folder(out, s) for s in _search_specs(args) if (s.name or s.env_id) != held_out]
+    missing = [str(episode_file(f, c, seed)) for f in folders for c in candidates for seed in seeds
+               if not episode_file(f, c, seed).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--method search: {len(missing)} search episodes are missing (e.g. {missing[0]}); "
+                                "run --stage search with the same --candidates, --search-seeds, --extra and "
+                                "--refine first")
+    table = {}
+    for folder in folders:
+        table[folder.name] = {c: np.array([episode_aulc(read_rows(episode_file(folder, c, seed)))
+                                           for seed in seeds]) for c in candidates}
+    return table
+
+
+def train_search_fold(args: Args, held_out: str, out: Path) -> Path:
+    """The fold's policy: the candidate (of :func:`fold_candidates`, or with ``--confirm`` of
+    their finalists, scored on the confirmation seeds too) with the best mean AULC difference to
+    margin over the search envs except ``held_out``
+    (:func:`agents.policy_search.choose_candidate`), its checkpoint copied to
+    ``policies/<held_out>.pt``."""
+    candidates, seeds = fold_candidates(args, out, held_out), list(args.search_seeds)
+    if args.confirm:
+        candidates = finalists(fold_scores(args, out, held_out), args.confirm)
+        seeds += list(args.confirm_seeds)
+    table = search_table(args, out, held_out, candidates, seeds)
+    best, scores = choose_candidate(table, held_out, candidates)
+    path = out / "policies" / f"{held_out}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "search" / "candidates" / f"{best}.pt", path)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"held_out": held_out, "teacher": f"search:{best}", "weights": candidate_weights(best),
+         "mean_aulc_minus_" + REFERENCE: scores, "suite": sorted(table), "search_seeds": seeds},
+        indent=1))
+    print(f"fold {held_out}: {best} ({scores[best]:+.4f} AULC over {REFERENCE} on {len(table)} envs)", flush=True)
+    return path
+
+
 def run_policies(args: Args, out: Path) -> None:
     kwargs = json.loads(args.env_kwargs)
     for seed in args.seeds:
@@ -336,8 +508,8 @@ def main(args: Args) -> None:
     if args.stage == "baselines":
         run_baselines(args, out)
     elif args.stage == "train":
-        if args.method not in ("clone", "lookahead"):
-            raise ValueError(f"--method {args.method!r} is not allowed; choose clone or lookahead")
+        if args.method not in ("clone", "lookahead", "search"):
+            raise ValueError(f"--method {args.method!r} is not allowed; choose clone, lookahead or search")
         from agents.lookahead import IGNORED_COLUMNS
         from rlmba_env.observation import CANDIDATE_COLUMNS
         scored = [c for c in CANDIDATE_COLUMNS if c not in IGNORED_COLUMNS]
@@ -347,19 +519,26 @@ def main(args: Args) -> None:
         unknown = [e for e in args.interactions if e not in STATE_ENTRIES]
         if unknown:
             raise ValueError(f"--interactions {unknown} are not state entries; choose from {list(STATE_ENTRIES)}")
-        table = aulc_table(out, args.datasets, args.seeds)
+        # the clone method's teachers are chosen on the evaluation episodes of the strategies
+        table = aulc_table(out, args.datasets, args.seeds) if args.method == "clone" else {}
         for name in args.datasets:
             if not (out / "policies" / f"{name}.pt").is_file():
                 if args.method == "lookahead":
                     train_lookahead_fold(args, name, out)
+                elif args.method == "search":
+                    train_search_fold(args, name, out)
                 else:
                     train_fold(args, name, choose_teacher(args, name, table), out)
+    elif args.stage == "search":
+        run_search(args, out)
+    elif args.stage == "ship":
+        train_search_fold(args, SHIP, out)
     elif args.stage == "policies":
         run_policies(args, out)
     elif args.stage == "report":
         report(args, out)
     else:
-        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, train, policies or report")
+        raise ValueError(f"--stage {args.stage!r} is not allowed; choose baselines, search, ship, train, policies or report")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_fit_linear_with_a_large_penalty_plays_the_prior_column():
 def test_lodo_rejects_an_unknown_method_naming_the_allowed_ones(tmp_path):
     from benchmarks.lodo import Args, main
 
-    with pytest.raises(ValueError, match="choose clone or lookahead"):
+    with pytest.raises(ValueError, match="choose clone, lookahead or search"):
         main(Args(stage="train", method="oracle", out_dir=str(tmp_path)))
 
 
