@@ -50,17 +50,27 @@ def _mask_logits(logits: torch.Tensor, candidates: torch.Tensor,
     the round; the last candidate column is ``picked``), never padding rows."""
     if mask is None:
         return logits, torch.ones_like(logits, dtype=torch.bool)
-    allowed = mask > 0.5
-    return logits.masked_fill(~allowed, MASKED_LOGIT), allowed | (candidates[..., -1] > 0.5)
+    return _masked(logits, mask), (mask > 0.5) | (candidates[..., -1] > 0.5)
+
+
+def _masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K) set to :data:`MASKED_LOGIT` where ``mask`` is 0."""
+    return logits.masked_fill(mask <= 0.5, MASKED_LOGIT)
 
 
 class _CandidateScorer(nn.Module):
     """What every candidate scorer offers: ``forward(candidates, state, mask) -> (logits,
-    pooled set features)`` and :meth:`logits` of an observation dict."""
+    pooled set features)``, the unmasked :meth:`scores` and :meth:`logits` of an observation
+    dict (without the pooled features, which only a value head reads)."""
+
+    def scores(self, candidates: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Unmasked scores (B, K) of the candidates (B, K, F) under the state (B, G)."""
+        raise NotImplementedError
 
     def logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Masked logits of a (batched) observation dict with ``candidates``, ``state``, ``action_mask``."""
-        return self(obs["candidates"], obs["state"], obs.get("action_mask"))[0]
+        scores, mask = self.scores(obs["candidates"], obs["state"]), obs.get("action_mask")
+        return scores if mask is None else _masked(scores, mask)
 
 
 class SetScorer(_CandidateScorer):
@@ -117,6 +127,10 @@ class SetScorer(_CandidateScorer):
             h = h + self.attention(x, x, x, need_weights=False)[0]
         return h, s
 
+    def scores(self, candidates: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Unmasked scores (B, K)."""
+        return self.score_head(self.encode(candidates, state)[0]).squeeze(-1)
+
     def forward(
         self, candidates: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,14 +168,23 @@ class BilinearScorer(_CandidateScorer):
         self.weight = nn.Parameter(torch.zeros(n_features, 1 + len(self.state_terms)))
         self.pooled_dim = n_features + state_dim
 
+    def scores(self, candidates: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Unmasked scores (B, K): each observation's coefficients ``W [1, s_j1, ...]`` (B, F)
+        first, then one matrix-vector product per observation (at a pick among thousands of
+        candidates, a fraction of the cost of the three-way contraction)."""
+        if self.state_terms:
+            terms = torch.cat([torch.ones_like(state[:, :1]), state[:, list(self.state_terms)]], dim=-1)
+            coefficients = terms @ self.weight.T  # (B, F)
+        else:
+            coefficients = self.weight.T.expand(candidates.shape[0], -1)  # the same for every state
+        return torch.bmm(candidates, coefficients.unsqueeze(-1)).squeeze(-1)
+
     def forward(
         self, candidates: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K), masked to :data:`MASKED_LOGIT` where ``mask`` is 0, and the mean
         candidate row with the state (B, ``pooled_dim``) as permutation-invariant set features."""
-        terms = torch.cat([torch.ones_like(state[:, :1]), state[:, list(self.state_terms)]], dim=-1)
-        logits, present = _mask_logits(torch.einsum("bkf,fj,bj->bk", candidates, self.weight, terms),
-                                       candidates, mask)
+        logits, present = _mask_logits(self.scores(candidates, state), candidates, mask)
         return logits, torch.cat([_masked_mean_max(candidates, present, "mean"), state], dim=-1)
 
 

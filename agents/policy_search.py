@@ -4,8 +4,9 @@ RL-MBA (arXiv 2603.25107) learns its selection policy from the round reward; the
 :mod:`agents.lookahead` learn it from a noisy proxy of that reward. Here the objective is the one
 the policy is judged on: each candidate policy is a fixed linear score ``w . x`` over the
 observation's candidate columns (:data:`rlmba_env.observation.CANDIDATE_COLUMNS`, all in [0, 1]),
-written exactly into a :class:`~agents.reinforce.ReinforceAgent` checkpoint by
-:func:`agents.lookahead.linear_agent` and played greedy and frozen; every candidate plays whole
+written exactly into a :class:`~agents.reinforce.ReinforceAgent` checkpoint with a
+:class:`~agents.networks.BilinearScorer` of no state terms (:func:`agents.lookahead.bilinear_agent`;
+one matrix-vector product per pick) and played greedy and frozen; every candidate plays whole
 campaigns on the training datasets and training seeds, and :func:`choose_candidate` takes the one
 with the best mean AULC difference to margin over the datasets it may see (zeroth-order search
 over a small designed set, so that a handful of episodes per candidate and dataset suffice).

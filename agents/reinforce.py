@@ -99,6 +99,10 @@ def sample_without_replacement(
 
 
 def _to_tensors(observations: list[dict[str, np.ndarray]], device) -> dict[str, torch.Tensor]:
+    if len(observations) == 1:
+        # one observation (a pick): a view of its arrays with a batch axis, no stacked copy
+        return {k: torch.as_tensor(np.asarray(observations[0][k]), device=device).float().unsqueeze(0)
+                for k in ("candidates", "state", "action_mask")}
     return {
         k: torch.as_tensor(np.stack([np.asarray(o[k]) for o in observations]), device=device).float()
         for k in ("candidates", "state", "action_mask")

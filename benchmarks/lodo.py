@@ -311,7 +311,7 @@ def candidate_checkpoint(out: Path, name: str, env) -> Path:
     """The checkpoint of candidate ``name`` (:func:`agents.policy_search.candidate_weights`),
     written once, with its weights in a ``.json`` next to it; a candidate whose weights changed
     since is refused, so that its cached episodes are never mixed with another rule's."""
-    from agents.lookahead import linear_agent, scored_columns
+    from agents.lookahead import bilinear_agent, scored_columns
 
     weights = candidate_weights(name)
     path = out / "search" / "candidates" / f"{name}.pt"
@@ -323,7 +323,8 @@ def candidate_checkpoint(out: Path, name: str, env) -> Path:
                              f"{written}; rename the candidate or use another --out-dir")
         return path
     all_columns, keep = scored_columns(env)
-    linear_agent(env, weight_vector(weights, [all_columns[j] for j in keep])).save(path)
+    # a BilinearScorer with no state terms: logit = w . x exactly, one product per pick
+    bilinear_agent(env, weight_vector(weights, [all_columns[j] for j in keep]), ()).save(path)
     meta.write_text(json.dumps({"name": name, "weights": weights}, indent=1))
     return path
 
