@@ -2,11 +2,14 @@
 
 ``rl_mba.pt`` is a :class:`agents.reinforce.ReinforceAgent` checkpoint over the dataset-agnostic
 observation (layout v2), so it plays any rlmba env whatever its number of modalities, classes
-or feature dimensions. It is margin sampling cloned into the set scorer over the portfolio
-candidates of the whole development suite, AV-Digits and Synthetic (margin had the best mean
-normalised AULC over the suite; see the README's leave-one-dataset-out section), with no
-policy-gradient steps yet. :func:`load_pretrained` checks the file's sha256 against
-:data:`POLICY_SHA256` before loading it; :data:`TRAIN_COMMAND` is the command that made it.
+or feature dimensions. It is the linear candidate score ``margin_rank + 0.3 score_rank`` (a
+:class:`~agents.networks.BilinearScorer` with no state terms): the choice of the direct policy
+search of :mod:`agents.policy_search` over the whole development suite and AV-Digits
+(``benchmarks/lodo.py --stage search`` then ``--stage ship``; the same rule every
+leave-one-dataset-out fold chose; see the README's "One policy for datasets it has never
+seen"). :func:`load_pretrained` checks the file's sha256 against :data:`POLICY_SHA256` before
+loading it; :data:`TRAIN_COMMAND` is the command that made it (its search episodes were played
+with the learner of commit c160b75; with another learner the search may choose another rule).
 In ``agents/evaluate.py`` it is the agent ``rl-mba`` (greedy, frozen) and ``rl-mba:online``
 (a fresh copy per campaign keeps learning during it, as in the paper).
 """
@@ -18,12 +21,11 @@ from pathlib import Path
 from rlmba_env.data.cache import file_sha256
 
 POLICY_FILE = Path(__file__).resolve().parent / "rl_mba.pt"
-POLICY_SHA256 = "d18b7005a8adc3ca4a3b23b6f12f2864811e3bd5e3faa02db39d9b588f800305"
+POLICY_SHA256 = "dccc64dc8af60063b6c384a560649c928354d9813a9bafd1cc143720f2c6d450"
 TRAIN_COMMAND = (
-    "python agents/train_pg.py --suite RLMBA-AVDigits-v0 RLMBA-Synthetic-v0 RLMBA-DevSuite-v0:leaves"
-    "100 RLMBA-DevSuite-v0:bbcsport RLMBA-DevSuite-v0:mnist4 RLMBA-DevSuite-v0:msrc RLMBA-DevSuite-v"
-    "0:movies RLMBA-DevSuite-v0:prokaryotic RLMBA-DevSuite-v0:proteinfold RLMBA-DevSuite-v0:reuters1"
-    "200 RLMBA-DevSuite-v0:webkb --bc-teacher margin_rank --bc-episodes 1 --total-timesteps 0 --eval-episodes 0 --seed 1 --torch-threads 1 && cp runs/RLMBA-AVDigits-v0__reinforce__1__*/agent.pt agents/pretrained/rl_mba.pt"
+    "python benchmarks/lodo.py --stage search --out-dir runs/lodo_search --extra RLMBA-AVDigits-v0 --method search"
+    " && python benchmarks/lodo.py --stage ship --out-dir runs/lodo_search --extra RLMBA-AVDigits-v0 --method search"
+    " && cp runs/lodo_search/policies/all-datasets.pt agents/pretrained/rl_mba.pt"
 )
 
 
