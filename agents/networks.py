@@ -72,6 +72,10 @@ class _CandidateScorer(nn.Module):
         scores, mask = self.scores(obs["candidates"], obs["state"]), obs.get("action_mask")
         return scores if mask is None else _masked(scores, mask)
 
+    def inputs(self) -> tuple[list[int], list[int]] | None:
+        """The candidate columns and state entries the scores read, or ``None``: all of them."""
+        return None
+
 
 class SetScorer(_CandidateScorer):
     """Permutation-equivariant scorer of a candidate set (plain torch).
@@ -178,6 +182,11 @@ class BilinearScorer(_CandidateScorer):
         else:
             coefficients = self.weight.T.expand(candidates.shape[0], -1)  # the same for every state
         return torch.bmm(candidates, coefficients.unsqueeze(-1)).squeeze(-1)
+
+    def inputs(self) -> tuple[list[int], list[int]]:
+        """The candidate columns with a nonzero weight and the state terms: a candidate's score
+        depends on nothing else."""
+        return torch.nonzero(self.weight.detach().ne(0).any(dim=1)).flatten().tolist(), list(self.state_terms)
 
     def forward(
         self, candidates: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None

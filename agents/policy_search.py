@@ -6,7 +6,7 @@ the policy is judged on: each candidate policy is a fixed linear score ``w . x``
 observation's candidate columns (:data:`rlmba_env.observation.CANDIDATE_COLUMNS`, all in [0, 1]),
 written exactly into a :class:`~agents.reinforce.ReinforceAgent` checkpoint with a
 :class:`~agents.networks.BilinearScorer` of no state terms (:func:`agents.lookahead.bilinear_agent`;
-one matrix-vector product per pick) and played greedy and frozen; every candidate plays whole
+ranked once per round when its columns do not change with picks) and played greedy and frozen; every candidate plays whole
 campaigns on the training datasets and training seeds, and :func:`choose_candidate` takes the one
 with the best mean AULC difference to margin over the datasets it may see (zeroth-order search
 over a small designed set, so that a handful of episodes per candidate and dataset suffice).

@@ -109,6 +109,38 @@ def _to_tensors(observations: list[dict[str, np.ndarray]], device) -> dict[str, 
     }
 
 
+@dataclass
+class _RoundRanking:
+    """A greedy agent's ranking of a round's candidates and everything it was computed from."""
+
+    temperature: float
+    shape: tuple[int, ...]
+    weights: list[torch.Tensor]
+    entries: list[int]
+    state: np.ndarray
+    columns: list[int]
+    values: np.ndarray
+    scores: np.ndarray
+    """unmasked logits (K,)"""
+    order: np.ndarray | None = None
+    """candidate positions by descending logit, equal logits by position (as ``argmax`` ranks
+    them); sorted at the second pick on the same logits, so a rule whose inputs change with
+    every pick never pays for it"""
+    start: int = 0
+    """``order[:start]`` were all masked at the last pick"""
+
+    def best(self, allowed: np.ndarray) -> int:
+        """The allowed position of highest logit, the first of equal ones (position 0 when none
+        is allowed, as ``argmax`` over masked logits)."""
+        if self.order is None:
+            return int(np.argmax(np.where(allowed, self.scores, -np.inf)))
+        if self.start and allowed[self.order[: self.start]].any():  # a new campaign on the same candidates
+            self.start = 0
+        while self.start < self.order.shape[0] and not allowed[self.order[self.start]]:
+            self.start += 1
+        return int(self.order[self.start]) if self.start < self.order.shape[0] else 0
+
+
 class ReinforceAgent:
     """RL-MBA's online REINFORCE agent (see the module docstring).
 
@@ -136,6 +168,7 @@ class ReinforceAgent:
         self.scorer.to(self.device)
         self.optimizer = torch.optim.Adam(self.scorer.parameters(), lr=c.learning_rate)
         self.generator = torch.Generator().manual_seed(self.seed)
+        self._ranking: _RoundRanking | None = None  # see _round_ranking
         self.baseline: float | None = None
         self.smoothed_reward: float | None = None
         self.advantage_ms: float | None = None
@@ -161,16 +194,49 @@ class ReinforceAgent:
             return self.scorer.logits(t)[0] / self.config.temperature
 
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> int:
-        """One pick: sampled from the masked softmax, or the highest logit if ``deterministic``."""
-        logits = self.logits(obs)
-        mask = torch.as_tensor(np.asarray(obs["action_mask"]), dtype=torch.bool)
+        """One pick: sampled from the masked softmax, or the highest logit if ``deterministic``
+        (the first of equal ones)."""
         if deterministic:
-            return int(torch.argmax(logits.cpu().masked_fill(~mask, -np.inf)))
-        return sample_without_replacement(logits, mask, 1, self.generator)[0][0]
+            allowed = np.asarray(obs["action_mask"]) != 0
+            ranking = self._round_ranking(obs)
+            if ranking is not None:
+                return ranking.best(allowed)
+            return int(np.argmax(np.where(allowed, self.logits(obs).cpu().numpy(), -np.inf)))
+        mask = torch.as_tensor(np.asarray(obs["action_mask"]), dtype=torch.bool)
+        return sample_without_replacement(self.logits(obs), mask, 1, self.generator)[0][0]
+
+    def _round_ranking(self, obs: dict[str, np.ndarray]) -> _RoundRanking | None:
+        """The candidates of one observation ranked by logit, for greedy picks, or ``None`` for a
+        scorer that reads every column. A scorer that reads only some candidate columns and state
+        entries (:meth:`~agents.networks.BilinearScorer.inputs`) is not run again while they, its
+        weights and the temperature are unchanged: within a round a pick changes only the
+        ``coverage`` and ``picked`` columns and ``picks_left`` (:mod:`rlmba_env.observation`), so
+        a linear rule over other columns is scored once per round instead of once per pick, with
+        the same picks."""
+        candidates, state = np.asarray(obs["candidates"]), np.asarray(obs["state"])
+        weights = [p.detach() for p in self.scorer.parameters()]
+        seen = self._ranking
+        if (seen is not None and seen.temperature == self.config.temperature
+                and seen.shape == candidates.shape and all(map(torch.equal, seen.weights, weights))
+                and (state[seen.entries] == seen.state).all() and (candidates[:, seen.columns] == seen.values).all()):
+            if seen.order is None:
+                seen.order = np.argsort(-seen.scores, kind="stable")
+            return seen
+        inputs = self.scorer.inputs()
+        if inputs is None:
+            return None
+        t = _to_tensors([obs], self.device)
+        with torch.no_grad():  # unmasked: the mask changes with every pick
+            scores = (self.scorer.scores(t["candidates"], t["state"])[0] / self.config.temperature).cpu().numpy()
+        columns, entries = inputs
+        ranking = _RoundRanking(self.config.temperature, candidates.shape, [w.clone() for w in weights], entries,
+                                state[entries], columns, candidates[:, columns], scores)
+        self._ranking = ranking if np.isfinite(scores).all() else None  # NaN has no rank
+        return ranking
 
     def pick_batch(self, obs: dict[str, np.ndarray], n: int) -> list[int]:
         """``n`` distinct candidate positions sampled from one observation (for ``env.label``
-        or annotators; inside the env loop, :meth:`act` re-scores after every pick)."""
+        or annotators; inside the env loop, :meth:`act` picks one at a time)."""
         mask = torch.as_tensor(np.asarray(obs["action_mask"]), dtype=torch.bool)
         return sample_without_replacement(self.logits(obs), mask, n, self.generator)[0]
 

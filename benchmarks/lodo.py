@@ -323,7 +323,7 @@ def candidate_checkpoint(out: Path, name: str, env) -> Path:
                              f"{written}; rename the candidate or use another --out-dir")
         return path
     all_columns, keep = scored_columns(env)
-    # a BilinearScorer with no state terms: logit = w . x exactly, one product per pick
+    # a BilinearScorer with no state terms: logit = w . x exactly, ranked once per round
     bilinear_agent(env, weight_vector(weights, [all_columns[j] for j in keep]), ()).save(path)
     meta.write_text(json.dumps({"name": name, "weights": weights}, indent=1))
     return path

@@ -136,3 +136,67 @@ def test_bilinear_scorer_rejects_state_terms_outside_the_state():
 
     with pytest.raises(ValueError, match=r"outside the state of length 3: \[3\]"):
         BilinearScorer(4, 3, (0, 3))
+
+
+def rescored_pick(agent, obs):
+    """The greedy pick of ``agent`` with every candidate scored again (no ranking reused)."""
+    logits = agent.logits(obs).numpy()
+    return int(np.argmax(np.where(obs["action_mask"] != 0, logits, -np.inf)))
+
+
+@pytest.mark.parametrize("columns, state_terms, scored_once_a_round", [
+    (["margin_rank", "score_rank"], (), True),                    # the shipped rule's inputs
+    (["margin_rank", "coverage"], (), False),                     # coverage changes with every pick
+    (["margin_rank", "labeled_distance_rank"], (1, 3), False),    # so does picks_left (state entry 1)
+])
+def test_greedy_picks_equal_rescoring_every_candidate_at_every_pick(columns, state_terms, scored_once_a_round):
+    env = gym.make("RLMBA-Synthetic-v0", **{**TINY, "per_round": 6, "rounds": 1})
+    agent = ReinforceAgent.from_env(env, {"scorer": "bilinear", "state_terms": state_terms}, seed=0)
+    with torch.no_grad():
+        agent.scorer.weight.zero_()
+        for j, c in enumerate(columns):
+            agent.scorer.weight[CANDIDATE_COLUMNS.index(c)] = 1.0 - 0.7 * j
+    reference = agent.copy()
+    scored = []
+    scores = agent.scorer.scores
+    agent.scorer.scores = lambda *a: scored.append(1) or scores(*a)
+    picks = 0
+    for campaign in range(2):  # the second replays the same candidates from a full mask
+        obs, _ = env.reset(seed=3)
+        terminated = False
+        while not terminated:
+            pick = agent.act(obs, deterministic=True)
+            assert pick == rescored_pick(reference, obs)
+            obs, _, terminated, _, _ = env.step(pick)
+            picks += 1
+    assert len(scored) == (1 if scored_once_a_round else picks)
+
+
+def test_greedy_picks_follow_weights_changed_in_place_mid_round():
+    env = gym.make("RLMBA-Synthetic-v0", **{**TINY, "per_round": 6})
+    agent = ReinforceAgent.from_env(env, {"scorer": "bilinear"}, seed=0)
+    with torch.no_grad():
+        agent.scorer.weight.zero_()
+        agent.scorer.weight[CANDIDATE_COLUMNS.index("margin_rank")] = 1.0
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(agent.act(obs, deterministic=True))
+    with torch.no_grad():
+        agent.scorer.weight.neg_()  # now the least uncertain first
+    pick = agent.act(obs, deterministic=True)
+    assert pick == rescored_pick(agent, obs)
+    allowed = np.flatnonzero(obs["action_mask"])
+    margin = obs["candidates"][allowed, CANDIDATE_COLUMNS.index("margin_rank")]
+    assert obs["candidates"][pick, CANDIDATE_COLUMNS.index("margin_rank")] == margin.min()
+
+
+def test_greedy_ties_go_to_the_first_position_like_argmax():
+    agent = ReinforceAgent(F, G, {"scorer": "bilinear"}, seed=0)
+    with torch.no_grad():
+        agent.scorer.weight.zero_()
+        agent.scorer.weight[0] = 1.0
+    obs = bandit_obs()
+    obs["candidates"][:, 0] = 0.5  # every candidate ties
+    mask = obs["action_mask"]
+    for expected in range(K):
+        assert agent.act({**obs, "action_mask": mask.copy()}, deterministic=True) == expected
+        mask[expected] = 0
