@@ -4,6 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rlmba_env  # noqa: F401
 from agents.reinforce import ReinforceAgent, sample_without_replacement
@@ -200,3 +202,24 @@ def test_greedy_ties_go_to_the_first_position_like_argmax():
     for expected in range(K):
         assert agent.act({**obs, "action_mask": mask.copy()}, deterministic=True) == expected
         mask[expected] = 0
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(data=st.data())
+def test_greedy_picks_from_a_reused_ranking_equal_argmax_over_any_sequence_of_masks(data):
+    k = data.draw(st.integers(1, 12), label="K")
+    agent = ReinforceAgent(F, G, {"scorer": "bilinear"}, seed=0)
+    with torch.no_grad():
+        agent.scorer.weight.zero_()
+        agent.scorer.weight[0] = 1.0
+    level = st.sampled_from([0.0, 0.25, 0.5, 1.0])  # few levels: many ties
+    candidates = np.zeros((k, F), dtype=np.float32)
+    for _ in range(data.draw(st.integers(1, 12), label="picks")):
+        if data.draw(st.booleans(), label="new round"):
+            candidates[:, 0] = data.draw(st.lists(level, min_size=k, max_size=k), label="column 0")
+        candidates[:, -2] = data.draw(st.lists(level, min_size=k, max_size=k), label="coverage (not read)")
+        mask = np.array(data.draw(st.lists(st.sampled_from([0, 1]), min_size=k, max_size=k), label="mask"),
+                        dtype=np.int8)
+        obs = {"candidates": candidates.copy(), "state": np.zeros(G, dtype=np.float32), "action_mask": mask}
+        expected = int(np.argmax(np.where(mask != 0, candidates[:, 0], -np.inf)))
+        assert agent.act(obs, deterministic=True) == expected
