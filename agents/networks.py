@@ -50,10 +50,10 @@ def _mask_logits(logits: torch.Tensor, candidates: torch.Tensor,
     the round; the last candidate column is ``picked``), never padding rows."""
     if mask is None:
         return logits, torch.ones_like(logits, dtype=torch.bool)
-    return _masked(logits, mask), (mask > 0.5) | (candidates[..., -1] > 0.5)
+    return masked_logits(logits, mask), (mask > 0.5) | (candidates[..., -1] > 0.5)
 
 
-def _masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Logits (B, K) set to :data:`MASKED_LOGIT` where ``mask`` is 0."""
     return logits.masked_fill(mask <= 0.5, MASKED_LOGIT)
 
@@ -70,7 +70,7 @@ class _CandidateScorer(nn.Module):
     def logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Masked logits of a (batched) observation dict with ``candidates``, ``state``, ``action_mask``."""
         scores, mask = self.scores(obs["candidates"], obs["state"]), obs.get("action_mask")
-        return scores if mask is None else _masked(scores, mask)
+        return scores if mask is None else masked_logits(scores, mask)
 
     def inputs(self) -> tuple[list[int], list[int]] | None:
         """The candidate columns and state entries the scores read, or ``None``: all of them."""

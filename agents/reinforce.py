@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.networks import MASKED_LOGIT, SCORER_DEFAULTS, BilinearScorer, SetScorer, set_dims
+from agents.networks import SCORER_DEFAULTS, BilinearScorer, SetScorer, masked_logits, set_dims
 from agents.rollout import EpisodeResult, play_episode
 
 CHECKPOINT_FORMAT = 1
@@ -76,7 +76,7 @@ class ReinforceConfig:
 
 def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log softmax with masked entries at (numerically) -inf: their probability is exactly 0."""
-    return torch.log_softmax(logits.masked_fill(~mask.bool(), MASKED_LOGIT), dim=-1)
+    return torch.log_softmax(masked_logits(logits, mask.float()), dim=-1)
 
 
 def sample_without_replacement(
@@ -109,6 +109,11 @@ def _to_tensors(observations: list[dict[str, np.ndarray]], device) -> dict[str, 
     }
 
 
+def best_allowed(scores: np.ndarray, allowed: np.ndarray) -> int:
+    """The allowed position of highest score, the first of equal ones (0 when none is allowed)."""
+    return int(np.argmax(np.where(allowed, scores, -np.inf)))
+
+
 @dataclass
 class _RoundRanking:
     """A greedy agent's ranking of a round's candidates and everything it was computed from."""
@@ -133,7 +138,7 @@ class _RoundRanking:
         """The allowed position of highest logit, the first of equal ones (position 0 when none
         is allowed, as ``argmax`` over masked logits)."""
         if self.order is None:
-            return int(np.argmax(np.where(allowed, self.scores, -np.inf)))
+            return best_allowed(self.scores, allowed)
         if self.start and allowed[self.order[: self.start]].any():  # a new campaign on the same candidates
             self.start = 0
         while self.start < self.order.shape[0] and not allowed[self.order[self.start]]:
@@ -201,7 +206,7 @@ class ReinforceAgent:
             ranking = self._round_ranking(obs)
             if ranking is not None:
                 return ranking.best(allowed)
-            return int(np.argmax(np.where(allowed, self.logits(obs).cpu().numpy(), -np.inf)))
+            return best_allowed(self.logits(obs).cpu().numpy(), allowed)
         mask = torch.as_tensor(np.asarray(obs["action_mask"]), dtype=torch.bool)
         return sample_without_replacement(self.logits(obs), mask, 1, self.generator)[0][0]
 
