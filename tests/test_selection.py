@@ -78,6 +78,13 @@ def test_stacked_weights_keep_two_equally_good_views_with_equal_weight():
     assert top1(fuse(alphas, w, "geometric"), y) >= max(top1(a, y) for a in alphas)
 
 
+def test_stacked_weights_without_validation_rows_are_the_amcb_weights_on_the_grid():
+    weights = torch.tensor([0.333, 0.667], dtype=torch.float32)
+    w = stacked_weights(torch.ones(2, 0, 4), torch.zeros(0, dtype=torch.long), weights)
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, torch.tensor([0.33, 0.67]))
+
+
 def test_kmeans_plus_plus_returns_distinct_rows():
     x = torch.randn(50, 3)
     gen = torch.Generator().manual_seed(0)

@@ -98,23 +98,23 @@ def stacked_weights(val_alphas: torch.Tensor, val_labels: torch.Tensor, weights:
     w = w * (w.numel() / w.sum())
     logs = val_alphas.detach().to("cpu", torch.float64).log() * w[:, None, None]  # (M, n, K)
     y = val_labels.detach().to("cpu", torch.long)
-    if y.numel() == 0:  # no validation rows: nothing to fit
-        return torch.as_tensor(weights) / torch.as_tensor(weights).sum()
-    coef = shrink / y.numel()
+    out = w  # no validation rows, or every factor fitted at 0: val says nothing, keep the AMCB weights
+    if y.numel():
+        coef = shrink / y.numel()
 
-    def objective(a):
-        a = torch.tensor(a, dtype=torch.float64, requires_grad=True)
-        loss = torch.nn.functional.cross_entropy(torch.einsum("m,mnk->nk", a, logs), y) \
-            + coef * (a - a.mean()).square().sum()
-        loss.backward()
-        return loss.item(), a.grad.numpy()
+        def objective(a):
+            a = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+            loss = torch.nn.functional.cross_entropy(torch.einsum("m,mnk->nk", a, logs), y) \
+                + coef * (a - a.mean()).square().sum()
+            loss.backward()
+            return loss.item(), a.grad.numpy()
 
-    n_mod = logs.shape[0]
-    fit = minimize(objective, [1.0] * n_mod, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * n_mod,
-                   options={"ftol": 1e-13, "gtol": 1e-9})
-    out = w * torch.as_tensor(fit.x, dtype=torch.float64)
-    if not out.sum() > 0:  # every factor at 0: val says nothing, keep the AMCB weights
-        out = w
+        n_mod = logs.shape[0]
+        fit = minimize(objective, [1.0] * n_mod, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * n_mod,
+                       options={"ftol": 1e-13, "gtol": 1e-9})
+        fitted = w * torch.as_tensor(fit.x, dtype=torch.float64)
+        if fitted.sum() > 0:
+            out = fitted
     # On a grid of WEIGHT_GRID: opinions that differ in the last float bits (a learner inferred
     # alone or batched with others, predict_learners) give the same weights, so the same round.
     out = torch.round(out / out.sum() / WEIGHT_GRID)
