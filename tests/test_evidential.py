@@ -8,6 +8,7 @@ from rlmba_env.learner.evidential import (
     ds_combine,
     ds_conflict,
     edl_loss,
+    evidence,
     expected_probs,
     fuse,
     fuse_dempster_shafer,
@@ -179,3 +180,15 @@ def test_edl_loss_per_row_terms_average_to_the_mean_loss():
     assert rows.shape == (2, 2)
     for e in range(2):
         torch.testing.assert_close(rows[e].mean(), edl_loss(alpha[e], targets[e], kl_coef=0.5))
+
+
+def test_evidence_functions_hand_values_and_clamp():
+    z = torch.tensor([-20.0, -1.0, 0.0, 2.0, 20.0], dtype=torch.float64)
+    torch.testing.assert_close(evidence(z, "softplus"), torch.log1p(torch.exp(z)))
+    expected = torch.exp(torch.tensor([-10.0, -1.0, 0.0, 2.0, 10.0], dtype=torch.float64))
+    torch.testing.assert_close(evidence(z, "exp"), expected)
+
+
+def test_unknown_evidence_function_raises_with_choices():
+    with pytest.raises(ValueError, match="softplus"):
+        evidence(torch.zeros(3), "relu")

@@ -266,3 +266,24 @@ def test_a_smaller_kl_weight_keeps_more_wrong_class_evidence(problem):
             alphas.shape[0], -1, 1), False)
         wrong.append(float((alphas - 1)[not_true].mean()))
     assert wrong[1] > wrong[0], wrong
+
+
+def test_unknown_evidence_function_raises_naming_the_field():
+    with pytest.raises(ValueError, match="LearnerConfig.evidence"):
+        LearnerConfig(evidence="relu")
+
+
+def test_exp_evidence_learns_and_its_fast_inference_matches_the_network(problem):
+    features, labels = problem
+    learner = make_learner(evidence="exp", kl_weight=0.0)
+    learner.fit(features, labels, LABELED, WEIGHTS, seed=0)
+    held_out = torch.arange(60, 150)
+    fused = fuse(learner.predict(features, held_out), WEIGHTS, "geometric")
+    assert (fused.argmax(-1) == labels[held_out]).float().mean() > 0.9
+    learner.net.eval()
+    with torch.no_grad():
+        expected = learner.net(features)
+    torch.testing.assert_close(learner.predict(features), expected, atol=1e-4, rtol=1e-4)
+    softplus = make_learner(evidence="softplus", kl_weight=0.0)
+    softplus.load_state_dict(learner.state_dict())  # same parameters, the other evidence function
+    assert not torch.allclose(softplus.predict(features), learner.predict(features))

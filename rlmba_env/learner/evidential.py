@@ -29,6 +29,25 @@ from torch import Tensor
 
 FUSION_METHODS = ("efda", "ds", "geometric")
 
+EVIDENCE_FUNCTIONS = ("softplus", "exp")
+EXP_LOGIT_CLAMP = 10.0
+"""``|logit|`` bound of the ``exp`` evidence (evidence in ``[e^-10, e^10]``), as in Sensoy et al.'s code"""
+
+
+def evidence(logits: Tensor, kind: str) -> Tensor:
+    """Non-negative evidence from a head's logits: ``softplus(z)`` or ``exp(clamp(z, -10, 10))``.
+
+    Softplus evidence grows linearly in the logit, so with many classes the true class needs a
+    logit near ``K`` times its target probability before it leads the Dirichlet mean, and a fit
+    of a fixed number of epochs stops short of it; ``exp`` evidence makes ``log alpha`` about
+    linear in the logit, as a softmax classifier's log-probabilities are.
+    """
+    if kind == "exp":
+        return logits.clamp(-EXP_LOGIT_CLAMP, EXP_LOGIT_CLAMP).exp()
+    if kind == "softplus":
+        return torch.nn.functional.softplus(logits)
+    raise ValueError(f"evidence kind={kind!r}; choose one of {EVIDENCE_FUNCTIONS}")
+
 
 def evidence_to_alpha(evidence: Tensor) -> Tensor:
     """Dirichlet parameters from non-negative evidence: ``alpha = evidence + 1``."""

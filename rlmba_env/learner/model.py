@@ -1,7 +1,7 @@
 """The task model: one encoder and one evidential head per modality.
 
 Per modality ``m``: standardise the cached features, encode them with a one-layer MLP, and map
-the embedding to non-negative evidence with a softplus head, giving ``alpha_m = e_m + 1``
+the embedding to non-negative evidence with a head (``evidence``: softplus or exp), giving ``alpha_m = e_m + 1``
 (evidential deep learning, Sensoy et al., NeurIPS 2018; per-view evidential heads as in TMC,
 Han et al., ICLR 2021). Fusion is not part of the network: the learner fuses the stacked
 opinions with the modality weights of the round (:mod:`rlmba_env.learner.evidential`), so the
@@ -11,12 +11,15 @@ same trained heads serve AMCB, EFDA and the Shapley contributions.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rlmba_env.checks import check_choice
+from rlmba_env.learner.evidential import EVIDENCE_FUNCTIONS
+from rlmba_env.learner.evidential import evidence as evidence_fn
 
 
 class MultimodalEvidentialNet(nn.Module):
-    """Per-modality MLP encoders with softplus evidential heads.
+    """Per-modality MLP encoders with evidential heads.
 
     Args:
         feature_dims: modality name -> input dimension; its order is the modality order of
@@ -24,13 +27,18 @@ class MultimodalEvidentialNet(nn.Module):
         n_classes: number of classes ``K``.
         hidden: width of each modality's embedding.
         dropout: dropout after the encoder (also what MC-dropout strategies sample).
+        evidence: the heads' evidence function, "exp" or "softplus"
+            (:func:`~rlmba_env.learner.evidential.evidence`; ``LearnerConfig.evidence``).
 
     Input standardisation lives in the buffers ``input_mean_<i>`` / ``input_std_<i>`` (identity
     until :meth:`set_input_stats` is called) so that saved models carry it.
     """
 
-    def __init__(self, feature_dims: dict[str, int], n_classes: int, hidden: int = 64, dropout: float = 0.1):
+    def __init__(self, feature_dims: dict[str, int], n_classes: int, hidden: int = 64, dropout: float = 0.1,
+                 *, evidence: str):
         super().__init__()
+        check_choice("evidence", evidence, EVIDENCE_FUNCTIONS)
+        self.evidence = evidence
         if len(feature_dims) == 0:
             raise ValueError("feature_dims is empty; the network needs at least one modality")
         self.modalities: tuple[str, ...] = tuple(feature_dims)
@@ -75,7 +83,7 @@ class MultimodalEvidentialNet(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Dirichlet parameters ``alpha >= 1`` of every modality, stacked ``(M, N, K)``."""
         alphas = [
-            F.softplus(self.heads[i](self._encode(i, features[m]))) + 1.0
+            evidence_fn(self.heads[i](self._encode(i, features[m])), self.evidence) + 1.0
             for i, m in enumerate(self.modalities)
         ]
         return torch.stack(alphas)
