@@ -1,12 +1,14 @@
 """The task model the active-learning loop trains every round: evidential opinions per modality."""
 
 from rlmba_env.learner.evidential import (
+    EVIDENCE_FUNCTIONS,
     FUSION_METHODS,
     discount,
     dirichlet_mean_variance,
     ds_combine,
     ds_conflict,
     edl_loss,
+    evidence,
     evidence_to_alpha,
     expected_probs,
     fuse,
@@ -20,6 +22,7 @@ from rlmba_env.learner.model import MultimodalEvidentialNet
 from rlmba_env.learner.trainer import EvidentialLearner, FitStats, LearnerConfig
 
 __all__ = [
+    "EVIDENCE_FUNCTIONS",
     "FUSION_METHODS",
     "EvidentialLearner",
     "FitStats",
@@ -30,6 +33,7 @@ __all__ = [
     "ds_combine",
     "ds_conflict",
     "edl_loss",
+    "evidence",
     "evidence_to_alpha",
     "expected_probs",
     "fuse",

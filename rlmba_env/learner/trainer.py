@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from rlmba_env.checks import check_choice, check_int, check_real, fail
 from rlmba_env.chunked import CHUNK_ROWS, column_stats, float_chunks
-from rlmba_env.learner.evidential import EVIDENCE_FUNCTIONS, edl_loss, evidence, fuse, FUSION_METHODS
+from rlmba_env.learner.evidential import EVIDENCE_FUNCTIONS, FUSION_METHODS, edl_loss, evidence, fuse
 from rlmba_env.learner.model import MultimodalEvidentialNet
 from rlmba_env.seeding import forked_torch_rng
 
