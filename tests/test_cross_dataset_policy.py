@@ -100,14 +100,14 @@ def test_shipped_policy_loads_and_its_hash_matches():
     assert obs["action_mask"][agent.act(obs, deterministic=True)] == 1
 
 
-def test_shipped_policy_picks_the_top_of_its_documented_rule_margin_rank_plus_0_3_efda_uncertainty():
+def test_shipped_policy_picks_the_top_of_its_documented_rule_margin_rank_plus_0_1_score_rank():
     from agents.policy_search import candidate_weights, weight_vector
     from agents.pretrained import load_pretrained
 
     agent, env = load_pretrained(), tiny_env(3)
     columns = list(env.candidate_columns)
-    rule = weight_vector(candidate_weights("m+efda.3"), columns)
-    assert candidate_weights("m+efda.3") == {"margin_rank": 1.0, "efda_uncertainty": 0.3}
+    rule = weight_vector(candidate_weights("m+score.1"), columns)
+    assert candidate_weights("m+score.1") == {"margin_rank": 1.0, "score_rank": 0.1}
     obs, _ = env.reset(seed=0)
     for _ in range(env.budget):
         scores = np.where(obs["action_mask"] == 1, obs["candidates"] @ rule, -np.inf)

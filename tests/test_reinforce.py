@@ -147,7 +147,7 @@ def rescored_pick(agent, obs):
 
 
 @pytest.mark.parametrize("columns, state_terms, scored_once_a_round", [
-    (["margin_rank", "efda_uncertainty"], (), True),              # the shipped rule's inputs
+    (["margin_rank", "score_rank"], (), True),                    # the shipped rule's inputs
     (["margin_rank", "coverage"], (), False),                     # coverage changes with every pick
     (["margin_rank", "labeled_distance_rank"], (1, 3), False),    # so does picks_left (state entry 1)
 ])

@@ -2,15 +2,15 @@
 
 ``rl_mba.pt`` is a :class:`agents.reinforce.ReinforceAgent` checkpoint over the dataset-agnostic
 observation (layout v2), so it plays any rlmba env whatever its number of modalities, classes
-or feature dimensions. It is the linear candidate score ``margin_rank + 0.3 efda_uncertainty``
-(margin sampling within the portfolio candidates, with a small weight on RL-MBA's EFDA
-uncertainty; a :class:`~agents.networks.BilinearScorer` with no state terms): the choice of the
+or feature dimensions. It is the linear candidate score ``margin_rank + 0.1 score_rank``
+(margin sampling within the portfolio candidates, with a small weight on the rank of the score
+q; a :class:`~agents.networks.BilinearScorer` with no state terms): the choice of the
 direct policy search of :mod:`agents.policy_search` over the whole development suite and
-AV-Digits (``benchmarks/lodo.py --stage search`` then ``--stage ship``; eight of the nine
+AV-Digits (``benchmarks/lodo.py --stage search`` then ``--stage ship``; seven of the nine
 leave-one-dataset-out folds chose the same rule; see the README's "One policy for datasets it
 has never seen"). :func:`load_pretrained` checks the file's sha256 against
 :data:`POLICY_SHA256` before loading it; :data:`TRAIN_COMMAND` is the command that made it (with
-the learner of commit 48b17f1, stacked fusion weights; the same code writes the same file byte
+the learner of commit bec1ba7, exp evidence without the KL term; the same code writes the same file byte
 for byte; another learner may lead the search to another rule).
 In ``agents/evaluate.py`` it is the agent ``rl-mba`` (greedy, frozen) and ``rl-mba:online``
 (a fresh copy per campaign keeps learning during it, as in the paper).
@@ -23,7 +23,7 @@ from pathlib import Path
 from rlmba_env.data.cache import file_sha256
 
 POLICY_FILE = Path(__file__).resolve().parent / "rl_mba.pt"
-POLICY_SHA256 = "445b60cc2a4590535794bb724492f1b579c0746003fb9761a196842cf7ebf17c"
+POLICY_SHA256 = "05d215aeb05ad6d7bbecdbf208d951116049a04d8998484707e3be31df13f8d4"
 TRAIN_COMMAND = (
     "python benchmarks/lodo.py --stage search --out-dir runs/lodo_search --extra RLMBA-AVDigits-v0 --method search"
     " && python benchmarks/lodo.py --stage ship --out-dir runs/lodo_search --extra RLMBA-AVDigits-v0 --method search"
