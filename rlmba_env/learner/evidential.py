@@ -27,6 +27,8 @@ import math
 import torch
 from torch import Tensor
 
+from rlmba_env.checks import fail
+
 FUSION_METHODS = ("efda", "ds", "geometric")
 
 EVIDENCE_FUNCTIONS = ("softplus", "exp")
@@ -37,16 +39,16 @@ EXP_LOGIT_CLAMP = 10.0
 def evidence(logits: Tensor, kind: str) -> Tensor:
     """Non-negative evidence from a head's logits: ``softplus(z)`` or ``exp(clamp(z, -10, 10))``.
 
-    Softplus evidence grows linearly in the logit, so with many classes the true class needs a
-    logit near ``K`` times its target probability before it leads the Dirichlet mean, and a fit
-    of a fixed number of epochs stops short of it; ``exp`` evidence makes ``log alpha`` about
-    linear in the logit, as a softmax classifier's log-probabilities are.
+    Softplus evidence grows linearly in the logit, so with K classes (the others at evidence 0)
+    the true class needs a logit of about ``(K - 1) p / (1 - p)`` for expected probability ``p``,
+    and a fit of a fixed number of epochs stops short of it; ``exp`` evidence makes
+    ``log alpha`` about linear in the logit, as a softmax classifier's log-probabilities are.
     """
     if kind == "exp":
         return logits.clamp(-EXP_LOGIT_CLAMP, EXP_LOGIT_CLAMP).exp()
     if kind == "softplus":
         return torch.nn.functional.softplus(logits)
-    raise ValueError(f"evidence kind={kind!r}; choose one of {EVIDENCE_FUNCTIONS}")
+    fail("evidence", kind, f"one of {list(EVIDENCE_FUNCTIONS)}")
 
 
 def evidence_to_alpha(evidence: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
 """The task model: one encoder and one evidential head per modality.
 
 Per modality ``m``: standardise the cached features, encode them with a one-layer MLP, and map
-the embedding to non-negative evidence with a head (``evidence``: softplus or exp), giving ``alpha_m = e_m + 1``
+the embedding to non-negative evidence with a linear head and an evidence function (exp or
+softplus), giving ``alpha_m = e_m + 1``
 (evidential deep learning, Sensoy et al., NeurIPS 2018; per-view evidential heads as in TMC,
 Han et al., ICLR 2021). Fusion is not part of the network: the learner fuses the stacked
 opinions with the modality weights of the round (:mod:`rlmba_env.learner.evidential`), so the
