@@ -42,12 +42,14 @@ TINY_LEARNER = {"epochs": st.integers(1, 4), "warm_epochs": st.integers(1, 3), "
                 "dropout": st.floats(0, 0.9), "lr": st.floats(1e-4, 0.1), "weight_decay": st.floats(0, 0.1),
                 "kl_anneal_epochs": st.integers(0, 5), "batch_size": st.none() | st.integers(1, 16),
                 "fusion": st.sampled_from(["efda", "ds", "geometric"]), "warm_start": st.booleans(),
-                "fused_loss_weight": st.floats(0, 2), "kl_weight": st.floats(0, 2)}
+                "fused_loss_weight": st.floats(0, 2), "kl_weight": st.floats(0, 2),
+                "evidence": st.sampled_from(["exp", "softplus"])}
 BAD_LEARNER_FIELDS = {
     "epochs": [0, -5, 1.5, True, None], "warm_epochs": [0, -1, 2.5], "hidden": [0, -3, 2.0],
     "dropout": [-0.1, 1.0, NAN], "lr": [0.0, -1.0, NAN, INF], "weight_decay": [-1.0, NAN],
     "kl_anneal_epochs": [-1], "batch_size": [0, -2, 1.5], "fusion": ["sum", None],
     "warm_start": ["yes", 1], "fused_loss_weight": [-1.0, NAN], "kl_weight": [-0.5, NAN, INF, "1"],
+    "evidence": ["relu", None],
 }
 ENV_ARGS = {
     "reward": (st.sampled_from(["gain", "absolute", "relative"]), ["score", None, 1]),

@@ -66,8 +66,8 @@ class LearnerConfig:
     fusion: str = "geometric"
     """fusion rule of the loss and of every fused opinion: "geometric" (product of Dirichlet
     strengths, a log-linear pool in which a view can veto a class; the default, measured best
-    on the dev suite with ``kl_weight`` 0.01), "efda" (the paper's weighted evidence) or "ds"
-    (Dempster-Shafer)"""
+    on the dev suite with softplus evidence and ``kl_weight`` 0.01), "efda" (the paper's
+    weighted evidence) or "ds" (Dempster-Shafer)"""
     warm_start: bool = False
     """continue from the previous fit's parameters instead of re-initialising every round"""
     fused_loss_weight: float = 1.0
