@@ -33,7 +33,7 @@ FUSION_METHODS = ("efda", "ds", "geometric")
 
 EVIDENCE_FUNCTIONS = ("softplus", "exp")
 EXP_LOGIT_CLAMP = 10.0
-"""``|logit|`` bound of the ``exp`` evidence (evidence in ``[e^-10, e^10]``), as in Sensoy et al.'s code"""
+"""``|logit|`` bound of the ``exp`` evidence (evidence in ``[e^-10, e^10]``), the clamp common PyTorch EDL code uses"""
 
 
 def evidence(logits: Tensor, kind: str) -> Tensor:
