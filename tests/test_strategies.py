@@ -17,6 +17,7 @@ from rlmba_env.strategies import (
 )
 from rlmba_env.strategies.badge import bmmal_scale, gradient_embedding_factors
 from rlmba_env.strategies.common import torch_generator
+from rlmba_env.strategies.stochastic import softrank_positions
 
 NAMES = sorted(STRATEGIES)
 PROTOCOL = {"initial_labels": 10, "per_round": 4, "rounds": 3}
@@ -140,7 +141,8 @@ def test_unknown_strategy_name_raises_listing_choices():
 
 def test_registry_has_the_documented_names():
     assert set(STRATEGIES) == {"random", "entropy", "margin", "least-confidence", "bald", "coreset",
-                               "badge", "bmmal", "deepfool", "gcnal", "rlmba-score"}
+                               "badge", "bmmal", "deepfool", "gcnal", "rlmba-score", "softrank-margin",
+                               "softrank-score"}
 
 
 @pytest.mark.parametrize("name", ["bald", "gcnal", "badge", "random"])
@@ -201,6 +203,38 @@ def test_rlmba_score_takes_the_top_q_rows():
     state = hand_state(identity_learner(2, 3), rng.random((60, 2)), [], np.arange(10, 60), score=score)
     picks = make_strategy("rlmba-score").select(state, 6, np.random.default_rng(0))
     assert set(picks) == set(10 + np.argsort(-score)[:6])
+
+
+def test_softrank_draws_rows_with_probability_proportional_to_inverse_rank():
+    scores = torch.linspace(1.0, 0.0, 8)  # rank r+1 at position r
+    rng = np.random.default_rng(0)
+    counts = np.bincount([int(softrank_positions(scores, 1, 1.0, rng)[0]) for _ in range(20000)], minlength=8)
+    expected = (1.0 / np.arange(1, 9)) / (1.0 / np.arange(1, 9)).sum()
+    np.testing.assert_allclose(counts / 20000, expected, atol=0.01)
+
+
+def test_softrank_interpolates_between_uniform_and_top_b():
+    scores = torch.from_numpy(np.random.default_rng(1).random(40))
+    top = set(torch.argsort(scores, descending=True)[:5].tolist())
+    assert set(softrank_positions(scores, 5, 1e3, np.random.default_rng(0)).tolist()) == top
+    rng = np.random.default_rng(0)
+    hits = np.mean([len(top & set(softrank_positions(scores, 5, 0.0, rng).tolist())) for _ in range(2000)])
+    assert abs(hits - 5 * 5 / 40) < 0.1  # beta = 0: uniform without replacement
+
+
+@pytest.mark.parametrize("name, top", [("softrank-margin", "margin"), ("softrank-score", "rlmba-score")])
+def test_softrank_strategy_samples_its_rankings_top_rows_most_often(state, name, top):
+    best = make_strategy(top).select(state, 1, np.random.default_rng(0))[0]
+    picks = [make_strategy(name).select(state, 1, np.random.default_rng(s))[0] for s in range(300)]
+    assert np.mean(np.array(picks) == best) > 0.1  # p(rank 1) = 1 / H(n) ~ .17 for n ~ 350
+    assert make_strategy(name, beta=1e3).select(state, 4, np.random.default_rng(0)).tolist() == \
+        make_strategy(top).select(state, 4, np.random.default_rng(0)).tolist()
+
+
+@pytest.mark.parametrize("beta", [-1.0, float("nan"), "1"])
+def test_softrank_rejects_a_bad_beta(beta):
+    with pytest.raises(ValueError, match=r"beta=.* is not allowed; beta must be a finite real number >= 0"):
+        make_strategy("softrank-margin", beta=beta)
 
 
 def badge_case():

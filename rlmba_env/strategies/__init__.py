@@ -15,6 +15,8 @@
 | deepfool           | smallest DeepFool perturbation (Ducoffe & Precup 2018)           |
 | gcnal              | UncertainGCN (Caramalau et al. 2021)                             |
 | rlmba-score        | top RL-MBA score q, no policy (arXiv 2603.25107)                 |
+| softrank-margin    | margin's ranking sampled by softrank (Kirsch et al. 2023)        |
+| softrank-score     | q's ranking sampled by softrank (Kirsch et al. 2023)             |
 
 ``run_strategy_episode(env, strategy, seed, rng_seed)`` plays one episode with a strategy.
 """
@@ -27,6 +29,7 @@ from rlmba_env.strategies.deepfool import DeepFoolStrategy
 from rlmba_env.strategies.gcnal import GCNALStrategy
 from rlmba_env.strategies.runner import run_strategy_episode
 from rlmba_env.strategies.score import RLMBAScoreStrategy
+from rlmba_env.strategies.stochastic import SoftrankMarginStrategy, SoftrankScoreStrategy
 from rlmba_env.strategies.uncertainty import (
     EntropyStrategy,
     LeastConfidenceStrategy,
@@ -40,7 +43,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         RandomStrategy,
         EntropyStrategy,
         MarginStrategy,
-        LeastConfidenceStrategy,
+            LeastConfidenceStrategy,
         BALDStrategy,
         CoresetStrategy,
         BADGEStrategy,
@@ -48,6 +51,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
         DeepFoolStrategy,
         GCNALStrategy,
         RLMBAScoreStrategy,
+        SoftrankMarginStrategy,
+        SoftrankScoreStrategy,
     )
 }
 
@@ -73,6 +78,8 @@ __all__ = [
     "PoolState",
     "RLMBAScoreStrategy",
     "RandomStrategy",
+    "SoftrankMarginStrategy",
+    "SoftrankScoreStrategy",
     "Strategy",
     "make_strategy",
     "run_strategy_episode",
