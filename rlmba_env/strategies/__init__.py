@@ -43,7 +43,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         RandomStrategy,
         EntropyStrategy,
         MarginStrategy,
-            LeastConfidenceStrategy,
+        LeastConfidenceStrategy,
         BALDStrategy,
         CoresetStrategy,
         BADGEStrategy,

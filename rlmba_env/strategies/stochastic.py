@@ -13,6 +13,8 @@ The sample is the Gumbel-top-k trick (Kool, van Hoof & Welling, ICML 2019): the 
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 import torch
 
@@ -44,8 +46,9 @@ class _Softrank(Strategy):
     def __init__(self, beta: float = SOFTRANK_BETA):
         self.beta = check_real("beta", beta, 0.0)
 
+    @abstractmethod
     def scores(self, state: PoolState) -> torch.Tensor:
-        raise NotImplementedError
+        """The ranking's score of every unlabeled row (n,), higher first."""
 
     def select(self, state: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
         budget = check_budget(state, budget)
