@@ -20,7 +20,6 @@ import torch
 
 from rlmba_env.checks import check_real
 from rlmba_env.chunked import top_positions
-from rlmba_env.learner.evidential import expected_probs
 from rlmba_env.strategies.base import PoolState, Strategy
 from rlmba_env.strategies.common import check_budget, to_rows
 from rlmba_env.strategies.uncertainty import MarginStrategy
@@ -61,7 +60,7 @@ class SoftrankMarginStrategy(_Softrank):
     name = "softrank-margin"
 
     def scores(self, state: PoolState) -> torch.Tensor:
-        return MarginStrategy().score(expected_probs(state.fused_alpha.float()))
+        return MarginStrategy().pool_scores(state)
 
 
 class SoftrankScoreStrategy(_Softrank):

@@ -35,10 +35,13 @@ class _FusedUncertainty(Strategy):
     def score(self, p: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def pool_scores(self, state: PoolState) -> torch.Tensor:
+        """The score of every unlabeled row (n,) from the round's fused opinions."""
+        return self.score(expected_probs(state.fused_alpha.float()))
+
     def select(self, state: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
         budget = check_budget(state, budget)
-        p = expected_probs(state.fused_alpha.float())
-        return to_rows(state, top_positions(self.score(p), budget))
+        return to_rows(state, top_positions(self.pool_scores(state), budget))
 
 
 class EntropyStrategy(_FusedUncertainty):
