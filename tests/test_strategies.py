@@ -18,6 +18,7 @@ from rlmba_env.strategies import (
 from rlmba_env.strategies.badge import bmmal_scale, gradient_embedding_factors
 from rlmba_env.strategies.common import torch_generator
 from rlmba_env.strategies.stochastic import softrank_positions
+from rlmba_env.strategies.typiclust import typicality
 
 NAMES = sorted(STRATEGIES)
 PROTOCOL = {"initial_labels": 10, "per_round": 4, "rounds": 3}
@@ -142,7 +143,7 @@ def test_unknown_strategy_name_raises_listing_choices():
 def test_registry_has_the_documented_names():
     assert set(STRATEGIES) == {"random", "entropy", "margin", "least-confidence", "bald", "coreset",
                                "badge", "bmmal", "deepfool", "gcnal", "rlmba-score", "softrank-margin",
-                               "softrank-score"}
+                               "softrank-score", "typiclust", "typiclust-margin"}
 
 
 @pytest.mark.parametrize("name", ["bald", "gcnal", "badge", "random"])
@@ -235,6 +236,48 @@ def test_softrank_strategy_samples_its_rankings_top_rows_most_often(state, name,
 def test_softrank_rejects_a_bad_beta(beta):
     with pytest.raises(ValueError, match=r"beta=.* is not allowed; beta must be a finite real number >= 0"):
         make_strategy("softrank-margin", beta=beta)
+
+
+def test_typicality_is_the_inverse_mean_distance_to_the_nearest_neighbours():
+    x = torch.from_numpy(np.random.default_rng(0).random((30, 3)).astype(np.float32))
+    d = torch.cdist(x, x) + torch.diag(torch.full((30,), float("inf")))
+    expected = 1.0 / d.topk(5, dim=1, largest=False).values.mean(1)
+    torch.testing.assert_close(typicality(x, neighbours=5, chunk=7), expected)
+    assert typicality(x[:1]).tolist() == [0.0]
+
+
+def test_typiclust_takes_the_densest_row_of_each_uncovered_cluster():
+    # three far-apart blobs, each a tight core plus a few outliers; nothing labeled yet
+    rng = np.random.default_rng(0)
+    centres = [np.array([1.0, 1.0]), np.array([1.0, 9.0]), np.array([9.0, 5.0])]
+    x = np.concatenate([np.concatenate([c + 0.05 * rng.standard_normal((25, 2)), c + 0.8 * rng.standard_normal((5, 2))])
+                        for c in centres]).astype(np.float32)
+    group = np.repeat(np.arange(3), 30)
+    state = hand_state(identity_learner(2, 3), x, [], np.arange(90))
+    picks = make_strategy("typiclust").select(state, 3, np.random.default_rng(0))
+    assert sorted(group[picks]) == [0, 1, 2]
+    typical = typicality(torch.from_numpy(x[:30]) - torch.from_numpy(x[:30]).mean(0)).numpy()
+    first = picks[group[picks] == 0][0]
+    assert typical[first] >= np.sort(typical)[-3]  # among the blob's most typical rows
+    assert first % 30 < 25  # a core row, not an outlier
+
+
+def test_typiclust_margin_switches_at_the_labels_per_class_threshold(state):
+    classes = int(state.fused_alpha.shape[1])
+    per_class = state.labeled.shape[0] / classes
+    for switch, plays in ((per_class + 1, "typiclust"), (per_class, "margin"), (0.0, "margin")):
+        picks = make_strategy("typiclust-margin", switch_per_class=switch).select(state, 4, np.random.default_rng(3))
+        np.testing.assert_array_equal(picks, make_strategy(plays).select(state, 4, np.random.default_rng(3)))
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("typiclust-margin", {"switch_per_class": -1.0}, "switch_per_class=-1.0 is not allowed"),
+    ("typiclust-margin", {"switch_per_class": "4"}, "switch_per_class='4' is not allowed"),
+    ("typiclust", {"max_clusters": 0}, "max_clusters=0 is not allowed"),
+])
+def test_typiclust_rejects_bad_settings(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_strategy(name, **kwargs)
 
 
 def badge_case():

@@ -17,6 +17,8 @@
 | rlmba-score        | top RL-MBA score q, no policy (arXiv 2603.25107)                 |
 | softrank-margin    | margin's ranking sampled by softrank (Kirsch et al. 2023)        |
 | softrank-score     | q's ranking sampled by softrank (Kirsch et al. 2023)             |
+| typiclust          | most typical row of uncovered clusters (Hacohen et al. 2022)     |
+| typiclust-margin   | typiclust below a labels/class threshold, then margin (TCM)      |
 
 ``run_strategy_episode(env, strategy, seed, rng_seed)`` plays one episode with a strategy.
 """
@@ -30,6 +32,7 @@ from rlmba_env.strategies.gcnal import GCNALStrategy
 from rlmba_env.strategies.runner import run_strategy_episode
 from rlmba_env.strategies.score import RLMBAScoreStrategy
 from rlmba_env.strategies.stochastic import SoftrankMarginStrategy, SoftrankScoreStrategy
+from rlmba_env.strategies.typiclust import TypiClustMarginStrategy, TypiClustStrategy
 from rlmba_env.strategies.uncertainty import (
     EntropyStrategy,
     LeastConfidenceStrategy,
@@ -53,6 +56,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
         RLMBAScoreStrategy,
         SoftrankMarginStrategy,
         SoftrankScoreStrategy,
+        TypiClustStrategy,
+        TypiClustMarginStrategy,
     )
 }
 
@@ -81,6 +86,8 @@ __all__ = [
     "SoftrankMarginStrategy",
     "SoftrankScoreStrategy",
     "Strategy",
+    "TypiClustMarginStrategy",
+    "TypiClustStrategy",
     "make_strategy",
     "run_strategy_episode",
 ]
