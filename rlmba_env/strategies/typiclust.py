@@ -84,7 +84,7 @@ def typiclust_positions(x: torch.Tensor, is_labeled: torch.Tensor, budget: int,
     for c in torch.unique(assign).tolist():
         members = torch.nonzero(assign == c).squeeze(1)
         typical[members] = typicality(x[members])
-    free = ~is_labeled.clone()
+    free = ~is_labeled
     chosen = []
     for _ in range(budget):
         open_clusters = torch.bincount(assign[free], minlength=k) > 0
