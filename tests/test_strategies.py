@@ -242,7 +242,7 @@ def test_typicality_is_the_inverse_mean_distance_to_the_nearest_neighbours():
     x = torch.from_numpy(np.random.default_rng(0).random((30, 3)).astype(np.float32))
     d = torch.cdist(x, x) + torch.diag(torch.full((30,), float("inf")))
     expected = 1.0 / d.topk(5, dim=1, largest=False).values.mean(1)
-    torch.testing.assert_close(typicality(x, neighbours=5, chunk=7), expected)
+    torch.testing.assert_close(typicality(x, neighbours=5, chunk_elements=7 * 30), expected)
     assert typicality(x[:1]).tolist() == [0.0]
 
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlmba_env.chunked import CHUNK_ROWS
+from rlmba_env.chunked import CHUNK_ELEMENTS
 from rlmba_env.checks import check_int, check_real
-from rlmba_env.selection.diversity import DiversitySpace, coreset_kmeans, kmeans, standardise
+from rlmba_env.selection.diversity import DiversitySpace, coreset_kmeans, fuse_features, kmeans, standardise
 from rlmba_env.strategies.base import PoolState, Strategy
 from rlmba_env.strategies.common import check_budget, to_rows, torch_generator
 from rlmba_env.strategies.uncertainty import MarginStrategy
@@ -39,12 +39,13 @@ NEIGHBOURS = 20
 
 def label_free_space(state: PoolState, rows: torch.Tensor) -> torch.Tensor:
     """Standardised features of ``rows``, every modality weighing ``1 / M`` (see the module docstring)."""
-    blocks = [standardise(state.features[m][rows]) for m in state.modalities]
-    return torch.cat(blocks, dim=1) / len(blocks) ** 0.5
+    blocks = {m: standardise(state.features[m][rows]) for m in state.modalities}
+    return fuse_features(blocks, torch.full((len(blocks),), 1.0 / len(blocks), device=rows.device))
 
 
-def typicality(x: torch.Tensor, neighbours: int = NEIGHBOURS, chunk: int = CHUNK_ROWS) -> torch.Tensor:
-    """``1 / mean distance to the nearest neighbours`` of every row of ``x`` among the others.
+def typicality(x: torch.Tensor, neighbours: int = NEIGHBOURS, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """``1 / mean distance to the nearest neighbours`` of every row of ``x`` among the others,
+    from blocks of at most ``chunk_elements`` distances.
 
     With a single row its typicality is 0 (it has no neighbours to be typical of).
     """
@@ -53,6 +54,7 @@ def typicality(x: torch.Tensor, neighbours: int = NEIGHBOURS, chunk: int = CHUNK
     if k < 1:
         return torch.zeros(n, dtype=x.dtype, device=x.device)
     out = torch.empty(n, dtype=x.dtype, device=x.device)
+    chunk = max(1, chunk_elements // n)
     for lo in range(0, n, chunk):
         d = torch.cdist(x[lo : lo + chunk], x)
         # the row itself is its own nearest neighbour at distance 0: take k + 1, drop it
@@ -85,9 +87,10 @@ def typiclust_positions(x: torch.Tensor, is_labeled: torch.Tensor, budget: int,
         members = torch.nonzero(assign == c).squeeze(1)
         typical[members] = typicality(x[members])
     free = ~is_labeled
+    free_count = torch.bincount(assign[free], minlength=k)
     chosen = []
     for _ in range(budget):
-        open_clusters = torch.bincount(assign[free], minlength=k) > 0
+        open_clusters = free_count > 0
         eligible = open_clusters & (sizes >= MIN_CLUSTER_SIZE)
         if not bool(eligible.any()):
             eligible = open_clusters
@@ -99,6 +102,7 @@ def typiclust_positions(x: torch.Tensor, is_labeled: torch.Tensor, budget: int,
         pick = members[typical[members].argmax()]
         chosen.append(pick)
         free[pick] = False
+        free_count[c] -= 1
         covered[c] += 1
     return torch.stack(chosen)
 
